@@ -41,7 +41,6 @@ from . import packets as pk
 from .errors import MalformedPacket
 from .packets import (
     FLAG_RECOVERY,
-    FLAG_RETRANS,
     FLAG_SAFE,
     FRAG_FIRST,
     FRAG_LAST,
@@ -53,6 +52,7 @@ from .packets import (
     Kind,
     Probe,
     RingId,
+    RingState,
     Service,
     Token,
 )
@@ -188,8 +188,8 @@ class _Recovery:
 
     old: RingStore
     trans_members: tuple[int, ...]
+    safe_line: int  # the highest safe line any transitional member knew of the old ring
     resend: deque[bytes] = field(default_factory=deque)
-    set_retrans_flag: bool = False
     clear_visits: int = 0
     install_seq: int | None = None
 
@@ -230,6 +230,10 @@ class Processor:
         self.fail_set: set[int] = set()
         self.consensus: set[int] = set()
         self._recovery: _Recovery | None = None
+        # A recovery we had to leave (token lost) while holding its ring's packets. If a
+        # member reports in a later commit token that it did install that ring, we install it
+        # too, so that we really moved with it (see _effective_old).
+        self._prepared: tuple[_Recovery, RingStore] | None = None
         self._commit: CommitToken | None = None
         self._first_token_sent = False
         self._reassembly: dict[int, list[bytes]] = {}
@@ -253,7 +257,10 @@ class Processor:
         self.hold_until: float | None = None
         self.merge_at: float | None = None
 
-        # A fresh incarnation starts in its own singleton regular view (totem.md EVS-4).
+        # A fresh incarnation starts in its own singleton regular view (totem.md EVS-4). Its
+        # id is used now, so it is persisted now: a crash before the first commit must not
+        # let the next incarnation reuse it (pitfall P4).
+        self._actions.append(PersistRingSeq(ring_seq))
         self._emit_view("reg", self.ring.ring_id, (me,))
         self._enter_gather(now, "start")
 
@@ -373,9 +380,9 @@ class Processor:
             self._trace_received(ring.ring_id, pkt)
 
     def _trace_received(self, ring_id: RingId, pkt: DataPacket) -> None:
-        for c in pkt.chunks:
-            if c.frag & FRAG_LAST:
-                self._actions.append(Received(pkt.sender, c.msg_no, ring_id, pkt.seq))
+        for msg_no, _svc, frag, _data in pkt.chunks:
+            if frag & FRAG_LAST:
+                self._actions.append(Received(pkt.sender, msg_no, ring_id, pkt.seq))
 
     def _foreign(self, sender: int, ring_id: RingId, now: float) -> None:
         """A packet of another ring: a partition healing, or a member that moved on."""
@@ -405,24 +412,21 @@ class Processor:
         sender = pkt.sender
         view = self.view
         actions = self._actions
-        for c in pkt.chunks:
-            frag = c.frag
-            if frag == pk.FRAG_WHOLE:
-                data = c.data
-            elif frag & FRAG_FIRST:
-                self._reassembly[sender] = [c.data]
-                continue
-            else:
+        for msg_no, svc, frag, data in pkt.chunks:
+            if frag != pk.FRAG_WHOLE:
+                if frag & FRAG_FIRST:
+                    self._reassembly[sender] = [data]
+                    continue
                 parts = self._reassembly.get(sender)
                 if parts is None:
                     continue  # its start was in an older ring; the sender resends it whole
-                parts.append(c.data)
+                parts.append(data)
                 if not frag & FRAG_LAST:
                     continue
                 del self._reassembly[sender]
                 data = b"".join(parts)
             self.counters.delivered += 1
-            actions.append(Deliver(sender, c.msg_no, c.svc, data, view))
+            actions.append(Deliver(sender, msg_no, svc, data, view))
 
     # -------------------------------------------------------------------------- token path
 
@@ -591,7 +595,7 @@ class Processor:
                 avail = room - pk.CHUNK_HEADER_SIZE
                 if left <= avail:
                     frag = FRAG_LAST | (FRAG_FIRST if msg.offset == 0 else 0)
-                    chunks.append(Chunk(msg.msg_no, msg.service, frag, msg.data[msg.offset :]))
+                    chunks.append((msg.msg_no, msg.service, frag, msg.data[msg.offset :]))
                     room = avail - left
                     pending.popleft()
                     if self.trace:
@@ -603,7 +607,7 @@ class Processor:
                     break
                 frag = FRAG_FIRST if msg.offset == 0 else 0
                 end = msg.offset + avail
-                chunks.append(Chunk(msg.msg_no, msg.service, frag, msg.data[msg.offset : end]))
+                chunks.append((msg.msg_no, msg.service, frag, msg.data[msg.offset : end]))
                 msg.offset = end
                 break
             tok.seq += 1
@@ -653,6 +657,8 @@ class Processor:
             self.log.debug("gather again: %s", reason)
         if self._recovery is not None:
             # An aborted recovery: the old ring, frozen, is what we still have.
+            self.ring.frozen = True
+            self._prepared = (self._recovery, self.ring)
             self.ring = self._recovery.old
             self._recovery = None
         self.state = State.GATHER
@@ -796,7 +802,12 @@ class Processor:
         old = self.ring
         old.frozen = True
         index = c.hop
-        entry = CommitEntry(old.ring_id, old.my_aru, old.high_seq, old.delivered, True)
+        prepared = pk.NO_RING
+        if self._prepared is not None:
+            p = self._prepared[1]
+            prepared = RingState(p.ring_id, p.my_aru, p.high_seq, p.safe_line)
+        installed = RingState(old.ring_id, old.my_aru, old.high_seq, old.safe_line)
+        entry = CommitEntry(installed, prepared, True)
         entries = (*c.entries[:index], entry, *c.entries[index + 1 :])
         c = CommitToken(c.ring_id, c.token_seq + 1, c.hop + 1, c.members, entries)
         self.state = State.COMMIT
@@ -819,16 +830,45 @@ class Processor:
         else:
             self._send(dest, Channel.TOKEN, raw)
 
+    @staticmethod
+    def _effective_old(c: CommitToken) -> list[RingState]:
+        """Each member's old ring, as every member of the new ring computes it alike.
+
+        A member that left a recovery holding all of that ring's recovery packets counts as
+        coming from that ring if another member reports having installed it: whoever installed
+        it knew every member held those packets, so the member can install it now and the
+        two really did move together (totem.md EVS-5).
+        """
+        installed = {e.old.ring_id for e in c.entries}
+        return [
+            e.prepared if e.prepared.ring_id in installed - {pk.NO_RING.ring_id} else e.old
+            for e in c.entries
+        ]
+
     def _enter_recovery(self, c: CommitToken, now: float) -> None:
+        olds = self._effective_old(c)
+        mine = olds[c.members.index(self.me)]
+        if mine.ring_id != self.ring.ring_id:
+            assert self._prepared is not None and self._prepared[1].ring_id == mine.ring_id
+            rec, ring = self._prepared
+            self.log.info("installing %s late: another member did", ring.ring_id)
+            self._transition(rec, ring)
+            ring.frozen = True
+            self.ring = ring
+        self._prepared = None
         old = self.ring
         trans = tuple(
             m
-            for m, e in zip(c.members, c.entries, strict=True)
-            if m in old.members and e.old_ring_id == old.ring_id
+            for m, o in zip(c.members, olds, strict=True)
+            if m in old.members and o.ring_id == old.ring_id
         )
         assert self.me in trans
-        low_aru = min(e.old_aru for m, e in zip(c.members, c.entries, strict=True) if m in trans)
-        rec = _Recovery(old, trans)
+        states = [o for m, o in zip(c.members, olds, strict=True) if m in trans]
+        low_aru = min(o.aru for o in states)
+        # What one of us knew to be safe, all of us deliver in the old regular view: every
+        # transitional member must place each message on the same side of the transitional
+        # view (totem.md EVS-12).
+        rec = _Recovery(old, trans, max(o.safe_line for o in states))
         for seq in range(max(low_aru, old.released) + 1, old.high_seq + 1):
             raw = old.raw.get(seq)
             if raw is not None:
@@ -858,22 +898,22 @@ class Processor:
         self._visit(tok, now)
 
     def _recovery_step(self, tok: Token) -> None:
+        """Find the seq by which every recovery packet has been sequenced.
+
+        While recovering, the token's backlog is the sum of the members' resend queues as each
+        last reported it (queues only shrink). Zero on two of our visits in a row means every
+        member reported an empty queue in between, so every recovery packet has a seq at or
+        below the token's seq now. (A one-bit flag that its setter clears, as in Corosync,
+        loses a second setter's queue: seed 417 of the sweep.)
+        """
         rec = self._recovery
         assert rec is not None
-        if rec.resend:
-            tok.flags |= FLAG_RETRANS
-            rec.set_retrans_flag = True
-        elif rec.set_retrans_flag:
-            tok.flags &= ~FLAG_RETRANS
-            rec.set_retrans_flag = False
-        if tok.flags & FLAG_RETRANS:
+        if tok.backlog:
             rec.clear_visits = 0
-        else:
-            rec.clear_visits += 1
-            # Clear on two of our visits: nobody had anything left to resend for a whole
-            # rotation, so every recovery packet is sequenced at or below this seq.
-            if rec.clear_visits == 2:
-                rec.install_seq = tok.seq
+            return
+        rec.clear_visits += 1
+        if rec.clear_visits == 2:
+            rec.install_seq = tok.seq
 
     def _install_ready(self, tok: Token) -> bool:
         rec = self._recovery
@@ -885,10 +925,22 @@ class Processor:
         )
 
     def _install(self, now: float) -> None:
-        """Deliver the rest of the old ring around the transitional view, then go regular."""
         rec = self._recovery
         assert rec is not None
-        old, new = rec.old, self.ring
+        new = self.ring
+        self._recovery = None
+        self._prepared = None
+        self.state = State.OPERATIONAL
+        self.proc_set = set(new.members)
+        self.fail_set = set()
+        self.consensus = set()
+        self._transition(rec, new)
+        if self.me == new.rep:
+            self.merge_at = now + self.config.merge_detect_s
+
+    def _transition(self, rec: _Recovery, new: RingStore) -> None:
+        """Deliver the rest of the old ring around the transitional view, then the new view."""
+        old = rec.old
         # Unwrap what the other survivors sent us: now we hold exactly what they hold.
         for seq in range(1, new.my_aru + 1):
             pkt = new.packets.get(seq)
@@ -901,6 +953,7 @@ class Processor:
                     self._trace_received(old.ring_id, inner)
 
         # (a) In the old regular view: up to the first hole or first SAFE not yet safe.
+        old.raise_safe_line(rec.safe_line)
         self._deliver_ready(old)
         # (b) The transitional view: who moved together from the old ring.
         trans = rec.trans_members
@@ -922,14 +975,6 @@ class Processor:
         if self._pending and self._pending[0].offset:
             self._pending[0].offset = 0
 
-        # (d) The new regular view.
-        self._recovery = None
-        self.state = State.OPERATIONAL
-        self.proc_set = set(new.members)
-        self.fail_set = set()
-        self.consensus = set()
+        # (d) The new regular view. Its recovery packets are not delivered; skip over them.
         self._emit_view("reg", new.ring_id, new.members)
-        if self.me == new.rep:
-            self.merge_at = now + self.config.merge_detect_s
-        # Recovery packets of the new ring are not delivered; skip over them.
         self._deliver_ready(new)

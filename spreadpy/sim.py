@@ -374,15 +374,22 @@ class Simulation:
                     best, who = d, node
         return best, who
 
-    def run_until(self, t_end: float, stop: Callable[[], bool] | None = None) -> bool:
-        """Advance virtual time to t_end (or until `stop()` holds). Returns whether it held."""
-        check_every = 0.05
+    def run_until(
+        self, t_end: float, stop: Callable[[], bool] | None = None, check_every_s: float = 0.05
+    ) -> bool:
+        """Advance virtual time to t_end (or until `stop()` holds). Returns whether it held.
+
+        `stop` is evaluated every `check_every_s` of virtual time; 0 checks after every step.
+        """
+        check_every = check_every_s
         next_check = self.now + check_every
         while True:
             t_timer, who = self._next_timer()
             t_evt = self._heap[0][0] if self._heap else INF
             t = min(t_timer, t_evt)
-            if stop is not None and t >= next_check:
+            if stop is not None and check_every == 0 and stop():
+                return True
+            if stop is not None and check_every and t >= next_check:
                 if stop():
                     return True
                 next_check = max(t, next_check) + check_every
@@ -433,12 +440,49 @@ class Simulation:
             proc = n.proc
             if n.paused or proc is None or proc.state is not State.OPERATIONAL:
                 return False
-            if proc.pending_count() or proc.ring.delivered < proc.ring.high_seq:
+            ring = proc.ring
+            if proc.pending_count() or ring.delivered < ring.high_seq:
                 return False
-            if proc.ring.members != tuple(live):
+            if ring.members != tuple(live):
                 return False
-            rings.add(proc.ring.ring_id)
+            rings.add((ring.ring_id, ring.high_seq))
+        # One ring, and every member knows the same highest seq: nothing left in flight.
         return len(rings) == 1
+
+    def finish(self, restart: list[int] | None = None, check: bool = True) -> list[str]:
+        """End the fault phase: wake, heal, restart, settle, then judge the whole trace.
+
+        Returns (and keeps in self.violations) every violation found, the first one first.
+        """
+        if not self.violations:
+            try:
+                for node, n in self.nodes.items():
+                    if n.paused:
+                        self.resume(node)
+                if any(g != 0 for g in self.groups.values()) or self.oneway:
+                    self.heal()
+                for node in restart or ():
+                    self.restart(node)
+                self._heap = [e for e in self._heap if e[2] != "call"]
+                heapq.heapify(self._heap)
+                self.events.append({"t": round(self.now, 9), "ev": "quiesce"})
+                limit = self.options.settle_limit_s
+                if not self.run_until(self.now + limit, self.settled):
+                    self.violations.append(
+                        f"EVS-16 liveness: no single settled ring of {self.live_nodes()} "
+                        f"within {limit}s after faults stopped"
+                    )
+                self.run_until(self.now + 0.5)
+            except SimLivelock as exc:
+                self.violations.append(f"livelock: {exc}")
+            except AssertionError as exc:
+                self.violations.append(f"EVS-17 invariant: {exc}")
+        self.events.append({"t": round(self.now, 9), "ev": "end"})
+        if check:
+            from .evscheck import check_trace
+
+            self.violations.extend(str(v) for v in check_trace(self.events))
+        return self.violations
 
     def counters(self) -> dict[str, int]:
         total: dict[str, int] = {}
@@ -531,34 +575,13 @@ def run_seed(seed: int, options: SimOptions, check: bool = True) -> SimResult:
     _schedule_faults(sim, rng, phase)
     try:
         sim.run_until(phase)
-        # Liveness phase: heal everything, wake everyone, restart about half of the dead.
-        for node, n in sim.nodes.items():
-            if n.paused:
-                sim.resume(node)
-        if any(g != 0 for g in sim.groups.values()) or sim.oneway:
-            sim.heal()
-        for node, n in sim.nodes.items():
-            if not n.alive and rng.random() < 0.5:
-                sim.restart(node)
-        sim._heap = [e for e in sim._heap if e[2] != "call"]
-        heapq.heapify(sim._heap)
-        sim.events.append({"t": round(sim.now, 9), "ev": "quiesce"})
-        if not sim.run_until(sim.now + options.settle_limit_s, sim.settled):
-            sim.violations.append(
-                f"EVS-16 liveness: no single settled ring of {sim.live_nodes()} "
-                f"within {options.settle_limit_s}s after faults stopped"
-            )
-        sim.run_until(sim.now + 0.5)
     except SimLivelock as exc:
         sim.violations.append(f"livelock: {exc}")
     except AssertionError as exc:
         sim.violations.append(f"EVS-17 invariant: {exc}")
-    sim.events.append({"t": round(sim.now, 9), "ev": "end"})
-    if check:
-        from .evscheck import check_trace
-
-        for v in check_trace(sim.events):
-            sim.violations.append(str(v))
+    # Liveness phase: restart about half of the dead, then heal and settle.
+    restart = [node for node, n in sim.nodes.items() if not n.alive and rng.random() < 0.5]
+    sim.finish(restart=restart, check=check)
     return SimResult(seed, sim.violations, sim.events, sim.now, sim.steps, sim.counters())
 
 
