@@ -80,7 +80,10 @@ UNSORTED_COMMIT = pk.CommitToken((1, 1), 0, 0, (2, 1), (pk.EMPTY_ENTRY,) * 2)
         ("seq zero", pk.encode_data((1, 1), 0, 1, 0, CHUNKS)),
         ("recovery of recovery", pk.encode_recovery((2, 1), 1, 1, RECOVERY_INSIDE)),
         ("unsorted commit", pk.encode_commit(UNSORTED_COMMIT)),
-        ("bad chunk list", pk.encode_data((1, 1), 1, 1, 0, CHUNKS)[:-300] + b"\xc1" * 300),
+        ("chunk list not msgpack", pk.encode_data((1, 1), 1, 1, 0, CHUNKS)[:25] + b"\xc1"),
+        ("chunk list too short", pk.encode_data((1, 1), 1, 1, 0, CHUNKS)[:-1]),
+        ("bad service", pk.encode_data((1, 1), 1, 1, 0, ((1, 9, 3, b"x"),))),
+        ("bad frag", pk.encode_data((1, 1), 1, 1, 0, ((1, 5, 7, b"x"),))),
     ],
 )
 def test_malformed_is_rejected(name: str, raw: bytes) -> None:
