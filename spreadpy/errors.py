@@ -59,7 +59,7 @@ class MalformedPacket(SpreadError):
 class WireError(SpreadError):
     """A client message that breaks the client protocol.
 
-    `code` is the Spread error code (negative int, e.g. -8 for ILLEGAL_MESSAGE) the daemon
+    `code` is the Spread error code (negative int, e.g. -13 for ILLEGAL_MESSAGE) the daemon
     answers with, when the protocol has a reply for it.
     """
 
