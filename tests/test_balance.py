@@ -75,7 +75,7 @@ ME, PEER = "#a#d1", "#b#d2"
 
 STATE = StateMsg(
     view_id=(1, 2, 3),
-    label="10.0.0.1",
+    label="198.18.0.1",
     mature=True,
     eligible=True,
     claims=(Claim("s1", C),),
@@ -98,7 +98,7 @@ VECTORS = [
     (
         "state",
         STATE,
-        "99010193010203a831302e302e302e31c3c39192a273310291a27332c4080000000000000000",
+        "99010193010203aa3139382e31382e302e31c3c39192a273310291a27332c4080000000000000000",
     ),
 ]
 
@@ -211,7 +211,7 @@ def test_decode_refuses(payload: bytes) -> None:
 
 def test_encode_refuses_what_decode_would() -> None:
     with pytest.raises(LocalProtocolError):
-        encode(ArpCacheMsg((ArpEntry("1.2.3.4", bytes(6)),) * (ARP_ENTRIES_MAX + 1)))
+        encode(ArpCacheMsg((ArpEntry("198.18.2.4", bytes(6)),) * (ARP_ENTRIES_MAX + 1)))
     with pytest.raises(LocalProtocolError):
         encode(HealthMsg((1, 2, 2**31), True))
     with pytest.raises(LocalProtocolError):
@@ -436,7 +436,7 @@ def _feed(balancer: Balancer, what: Input) -> None:
         case Input.SET_HEALTHY:
             balancer.set_healthy(False, now)
         case Input.SHARE_ARP_CACHE:
-            balancer.share_arp_cache([ArpEntry("192.0.2.1", bytes(6))], now)
+            balancer.share_arp_cache([ArpEntry("198.19.2.1", bytes(6))], now)
         case Input.SHUTDOWN:
             balancer.shutdown(now)
 

@@ -2,12 +2,19 @@
 
 Rows come from shared/spec/spread-conf.md (§7 vectors, §9 examples and one-liners) plus our own.
 Line numbers are 1-based and real (the original reports one less, §6).
+
+IPv4 addresses written here come from 127.0.0.0/8 and 198.18.0.0/15, plus the seed's 192.168.1.x.
+The spec's Ex. 3 and Ex. 4 use other addresses, and the values it pins for them (hash 1133016416,
+the VirtualID 211192335 of a daemon named by its address) depend on that exact text, so the tests
+of those vectors read the examples from the spec at run time (tests/spec_examples.py); EX3 and
+EX4 below are the same files with their daemons moved into 198.18.2.0/24.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,6 +50,8 @@ from spreadpy.config import (
 )
 from spreadpy.errors import ConfigError
 
+from .spec_examples import section, spec_text, spread_conf_example
+
 REPO = Path(__file__).resolve().parent.parent
 ip = ipaddress.ip_address
 
@@ -70,26 +79,27 @@ EventTimeStamp = "[%H:%M:%S]"
 MaxSessionMessages = 500
 """
 
+# spec Ex. 3 and Ex. 4 with their daemons in 198.18.2.0/24 (the spec's own text: test_spec_*)
 EX3 = """\
-Spread_Segment 192.168.1.255 {
-\tother1 10.2.2.10
-\t10.2.2.11
-\tother3 10.2.2.12 ;
-\t10.2.2.13
-\tm1 10.2.2.20 VirtualID = 5 { D 10.2.2.20 C 0.0.0.0 M 10.2.2.20 }
+Spread_Segment 198.18.2.255 {
+\tother1 198.18.2.10
+\t198.18.2.11
+\tother3 198.18.2.12 ;
+\t198.18.2.13
+\tm1 198.18.2.20 VirtualID = 5 { D 198.18.2.20 C 0.0.0.0 M 198.18.2.20 }
 }
 Spread_Segment 225.1.2.3:5000 {
-\tfar1 10.3.3.1
+\tfar1 198.18.3.1
 }
 ActiveIPVersion = IPv4
 """
 
 EX4 = """\
-Spread_Segment 192.168.1.255 {
-\tother1\t\t10.2.2.10
-\t\t\t10.2.2.11
+Spread_Segment 198.18.2.255 {
+\tother1\t\t198.18.2.10
+\t\t\t198.18.2.11
 \tother3
-\t\t\t10.2.2.13
+\t\t\t198.18.2.13
 }
 """
 
@@ -154,7 +164,6 @@ def hosts_of(config: SpreadConfig) -> list[tuple[str, str, int, int]]:
         ("www1", 3910437945),
         ("www2", 929409026),
         ("other1", 1534364283),
-        ("10.2.2.11", 211192335),
         ("lo1", 2336325922),
         ("d1", 1552775919),
         ("d2", 348480928),
@@ -170,11 +179,62 @@ def test_oaat_uses_signed_chars() -> None:
     assert oaat_hash(b"\x7f") != 0
 
 
-@pytest.mark.parametrize(
-    ("text", "config_hash"), [(SEED, 1378690782), (EX2, 1489073659), (EX3, 1133016416)]
-)
+def test_auto_virtual_id_vectors_of_the_spec() -> None:
+    # §7 lists the vectors as `name`→id; one name is an IP address, so read them all from there
+    vectors = re.findall(r"`([^`]+)`→(\d+)", section(spec_text("spread-conf.md"), "## 7."))
+    assert len(vectors) >= 7, vectors
+    assert [(name, auto_virtual_id(name)) for name, _ in vectors] == [
+        (name, int(vid)) for name, vid in vectors
+    ]
+
+
+@pytest.mark.parametrize(("text", "config_hash"), [(SEED, 1378690782), (EX2, 1489073659)])
 def test_config_hash_vectors(text: str, config_hash: int) -> None:
     assert parse_config(text, "f").config_hash == config_hash
+
+
+@pytest.mark.parametrize(
+    ("number", "config_hash"), [(1, 1378690782), (2, 1489073659), (3, 1133016416)]
+)
+def test_config_hash_vectors_of_the_spec_examples(number: int, config_hash: int) -> None:
+    text, outcome = spread_conf_example(number)
+    assert f"hash {config_hash}" in outcome
+    assert parse_config(text, f"ex{number}").config_hash == config_hash
+
+
+def test_seed_and_loopback_copies_are_the_spec_examples() -> None:
+    assert spread_conf_example(1)[0] == SEED
+    assert spread_conf_example(2)[0] == EX2
+
+
+def test_spec_ex3_daemons_named_by_their_address() -> None:
+    text, outcome = spread_conf_example(3)
+    config = parse_config(text, "ex3")
+    # "6 daemons (`a` and `b` are named by their address, `m1` has vid 5)"
+    stated = re.search(
+        r"(\d+) daemons \(`([^`]+)` and `([^`]+)` are named by their address", outcome
+    )
+    assert stated is not None, outcome
+    assert len(config.hosts) == int(stated[1]) == 6
+    by_address = [h.name for h in config.hosts if h.name == str(h.address)]
+    assert by_address == [stated[2], stated[3]]
+    assert config.hosts[1].name == stated[2]
+    assert config.hosts[1].virtual_id == 211192335  # the §7 vector of that name
+    m1 = config.host_by_name("m1")
+    assert m1 is not None and m1.virtual_id == 5
+    assert all(h.virtual_id == auto_virtual_id(h.name) for h in config.hosts if h is not m1)
+    assert [s.port for s in config.segments] == [4803, 5000]
+    assert config.wide_area_network
+
+
+def test_spec_ex4_pairs_names_with_addresses_across_lines() -> None:
+    text, outcome = spread_conf_example(4)
+    # "3 daemons: `other1`/a, `b`/b, `other3`/**c**."
+    stated = re.findall(r"`([^`]+)`/\**([0-9.]+[0-9])", outcome)
+    assert len(stated) == 3, outcome
+    config = parse_config(text, "ex4")
+    assert [(h.name, str(h.address)) for h in config.hosts] == stated
+    assert config.hosts[1].virtual_id == 211192335  # named by its address, as in Ex. 3
 
 
 def test_config_hash_text_of_seed() -> None:
@@ -251,12 +311,12 @@ VALID: list[tuple[str, str, dict[str, Any]]] = [
         EX3,
         {
             "hosts": [
-                ("other1", "10.2.2.10", 4803, 1534364283),
-                ("10.2.2.11", "10.2.2.11", 4803, 211192335),
-                ("other3", "10.2.2.12", 4803, auto_virtual_id("other3")),
-                ("10.2.2.13", "10.2.2.13", 4803, auto_virtual_id("10.2.2.13")),
-                ("m1", "10.2.2.20", 4803, 5),
-                ("far1", "10.3.3.1", 5000, auto_virtual_id("far1")),
+                ("other1", "198.18.2.10", 4803, 1534364283),
+                ("198.18.2.11", "198.18.2.11", 4803, auto_virtual_id("198.18.2.11")),
+                ("other3", "198.18.2.12", 4803, auto_virtual_id("other3")),
+                ("198.18.2.13", "198.18.2.13", 4803, auto_virtual_id("198.18.2.13")),
+                ("m1", "198.18.2.20", 4803, 5),
+                ("far1", "198.18.3.1", 5000, auto_virtual_id("far1")),
             ],
             "wide_area_network": True,
             "timeouts": WAN_TIMEOUTS,
@@ -268,9 +328,9 @@ VALID: list[tuple[str, str, dict[str, Any]]] = [
         EX4,
         {
             "hosts": [
-                ("other1", "10.2.2.10", 4803, auto_virtual_id("other1")),
-                ("10.2.2.11", "10.2.2.11", 4803, 211192335),
-                ("other3", "10.2.2.13", 4803, auto_virtual_id("other3")),
+                ("other1", "198.18.2.10", 4803, auto_virtual_id("other1")),
+                ("198.18.2.11", "198.18.2.11", 4803, auto_virtual_id("198.18.2.11")),
+                ("other3", "198.18.2.13", 4803, auto_virtual_id("other3")),
             ]
         },
     ),
@@ -281,10 +341,10 @@ VALID: list[tuple[str, str, dict[str, Any]]] = [
     ),
     (
         "glued-equals-all-forms",
-        "Spread_Segment 10.0.0.255 {\n a 10.0.0.1 VirtualID=7\n}\n"
+        "Spread_Segment 198.18.0.255 {\n a 198.18.0.1 VirtualID=7\n}\n"
         'Window=100\nPersonalWindow =10\nAcceleratedWindow= 3\nEventTimeStamp="[%H]"\n',
         {
-            "hosts": [("a", "10.0.0.1", 4803, 7)],
+            "hosts": [("a", "198.18.0.1", 4803, 7)],
             "window": 100,
             "personal_window": 10,
             "accelerated_window": 3,
@@ -294,11 +354,11 @@ VALID: list[tuple[str, str, dict[str, Any]]] = [
     (
         # `VirtualID=5` followed by an address is a daemon *named* VirtualID=5, as in 5.0.1
         "glued-virtualid-before-address-is-a-name",
-        "Spread_Segment 10.0.0.255 {\n a 10.0.0.1 VirtualID=5 10.0.0.2\n}\n",
+        "Spread_Segment 198.18.0.255 {\n a 198.18.0.1 VirtualID=5 198.18.0.2\n}\n",
         {
             "hosts": [
-                ("a", "10.0.0.1", 4803, auto_virtual_id("a")),
-                ("VirtualID=5", "10.0.0.2", 4803, auto_virtual_id("VirtualID=5")),
+                ("a", "198.18.0.1", 4803, auto_virtual_id("a")),
+                ("VirtualID=5", "198.18.0.2", 4803, auto_virtual_id("VirtualID=5")),
             ]
         },
     ),
@@ -400,8 +460,8 @@ VALID: list[tuple[str, str, dict[str, Any]]] = [
     ),
     (
         "extension-keywords-are-still-daemon-names",
-        "Spread_Segment 10.0.0.255 {\n TimeoutProfile 10.0.0.1\n}\n",
-        {"hosts": [("TimeoutProfile", "10.0.0.1", 4803, auto_virtual_id("TimeoutProfile"))]},
+        "Spread_Segment 198.18.0.255 {\n TimeoutProfile 198.18.0.1\n}\n",
+        {"hosts": [("TimeoutProfile", "198.18.0.1", 4803, auto_virtual_id("TimeoutProfile"))]},
     ),
     (
         "reserved-words-as-string-values",
@@ -410,12 +470,12 @@ VALID: list[tuple[str, str, dict[str, Any]]] = [
     ),
     (
         "comments-quotes-and-blanks",
-        "# header\nSpread_Segment 10.0.0.255:4900 { # open\n"
-        "  'quoted name' 10.0.0.1 # a comment after tokens\n}\n"
+        "# header\nSpread_Segment 198.18.0.255:4900 { # open\n"
+        "  'quoted name' 198.18.0.1 # a comment after tokens\n}\n"
         'EventLogFile = "/var/log/x #1 {}.log"   # trailing\n'
         "EventTimeStamp = '%H:%M'\n",
         {
-            "hosts": [("quoted name", "10.0.0.1", 4900, auto_virtual_id("quoted name"))],
+            "hosts": [("quoted name", "198.18.0.1", 4900, auto_virtual_id("quoted name"))],
             "event_log_file": "/var/log/x #1 {}.log",
             "event_timestamp": "%H:%M",
             "warnings": [(3, 3, "clients cannot use daemon name")],
@@ -475,11 +535,12 @@ VALID: list[tuple[str, str, dict[str, Any]]] = [
     ),
     (
         "interfaces-untyped-and-wildcard",
-        "Spread_Segment 10.0.0.255 {\n a 10.0.0.1 { 0.0.0.0 }\n b 10.0.0.2 { C D 10.0.0.2 }\n}\n",
+        "Spread_Segment 198.18.0.255 {\n a 198.18.0.1 { 0.0.0.0 }\n"
+        " b 198.18.0.2 { C D 198.18.0.2 }\n}\n",
         {
             "hosts": [
-                ("a", "10.0.0.1", 4803, auto_virtual_id("a")),
-                ("b", "10.0.0.2", 4803, auto_virtual_id("b")),
+                ("a", "198.18.0.1", 4803, auto_virtual_id("a")),
+                ("b", "198.18.0.2", 4803, auto_virtual_id("b")),
             ]
         },
     ),
@@ -497,33 +558,33 @@ VALID: list[tuple[str, str, dict[str, Any]]] = [
     ),
     (
         "name-only-literal-ip-is-accepted",
-        'Spread_Segment 10.0.0.255 {\n "10.0.0.5"\n}\n',
-        {"hosts": [("10.0.0.5", "10.0.0.5", 4803, auto_virtual_id("10.0.0.5"))]},
+        'Spread_Segment 198.18.0.255 {\n "198.18.0.5"\n}\n',
+        {"hosts": [("198.18.0.5", "198.18.0.5", 4803, auto_virtual_id("198.18.0.5"))]},
     ),
     (
         "name-ending-in-semicolon-warns",
-        "Spread_Segment 10.0.0.255 {\n other3;\n 10.0.0.13\n}\n",
+        "Spread_Segment 198.18.0.255 {\n other3;\n 198.18.0.13\n}\n",
         {
-            "hosts": [("other3;", "10.0.0.13", 4803, auto_virtual_id("other3;"))],
+            "hosts": [("other3;", "198.18.0.13", 4803, auto_virtual_id("other3;"))],
             "warnings": [(2, 2, "ends with ';'")],
         },
     ),
     (
         "stray-brackets-skipped",
-        "Spread_Segment 10.0.0.255 {\n www1 [10.0.0.1]\n}\n",
+        "Spread_Segment 198.18.0.255 {\n www1 [198.18.0.1]\n}\n",
         {
-            "hosts": [("www1", "10.0.0.1", 4803, 3910437945)],
-            "warnings": [(2, 7, "stray '['"), (2, 16, "stray ']'")],
+            "hosts": [("www1", "198.18.0.1", 4803, 3910437945)],
+            "warnings": [(2, 7, "stray '['"), (2, 18, "stray ']'")],
         },
     ),
     (
         "same-address-different-ports",
-        "Spread_Segment 10.0.0.255:4803 {\n a 10.0.0.1\n}\n"
-        "Spread_Segment 10.0.1.255:4903 {\n b 10.0.0.1\n}\nWideAreaNetwork = no\n",
+        "Spread_Segment 198.18.0.255:4803 {\n a 198.18.0.1\n}\n"
+        "Spread_Segment 198.18.1.255:4903 {\n b 198.18.0.1\n}\nWideAreaNetwork = no\n",
         {
             "hosts": [
-                ("a", "10.0.0.1", 4803, auto_virtual_id("a")),
-                ("b", "10.0.0.1", 4903, auto_virtual_id("b")),
+                ("a", "198.18.0.1", 4803, auto_virtual_id("a")),
+                ("b", "198.18.0.1", 4903, auto_virtual_id("b")),
             ]
         },
     ),
@@ -549,8 +610,8 @@ VALID: list[tuple[str, str, dict[str, Any]]] = [
     ),
     (
         "empty-segment-besides-a-full-one",
-        "Spread_Segment 10.0.0.255 {\n}\nSpread_Segment 10.0.1.255 {\n a 10.0.1.1\n}\n",
-        {"hosts": [("a", "10.0.1.1", 4803, auto_virtual_id("a"))], "wide_area_network": True},
+        "Spread_Segment 198.18.0.255 {\n}\nSpread_Segment 198.18.1.255 {\n a 198.18.1.1\n}\n",
+        {"hosts": [("a", "198.18.1.1", 4803, auto_virtual_id("a"))], "wide_area_network": True},
     ),
 ]
 
@@ -582,9 +643,9 @@ def test_ex3_structure() -> None:
     assert m1 is not None
     assert m1.virtual_id_explicit and m1.interfaces_explicit
     assert m1.interfaces == (
-        Interface(ip("10.2.2.20"), IfaceType.DAEMON),
+        Interface(ip("198.18.2.20"), IfaceType.DAEMON),
         Interface(ip("0.0.0.0"), IfaceType.CLIENT),
-        Interface(ip("10.2.2.20"), IfaceType.MONITOR),
+        Interface(ip("198.18.2.20"), IfaceType.MONITOR),
     )
     assert m1.interfaces_for(IfaceType.CLIENT) == (Interface(ip("0.0.0.0"), IfaceType.CLIENT),)
     far1 = config.host_by_name("far1")
@@ -592,7 +653,7 @@ def test_ex3_structure() -> None:
     assert (far1.segment_index, far1.index_in_segment, far1.index) == (1, 0, 5)
     assert (far1.port, far1.token_port) == (5000, 5001)
     assert config.segment_of(far1).address == ip("225.1.2.3")
-    assert far1.interfaces == (Interface(ip("10.3.3.1"), IfaceType.ALL | IfaceType.ANY),)
+    assert far1.interfaces == (Interface(ip("198.18.3.1"), IfaceType.ALL | IfaceType.ANY),)
     assert far1.interfaces[0].wildcard
     assert config.host_by_id(5) is m1
     assert config.host_by_name("nobody") is None
@@ -664,7 +725,7 @@ ERRORS: list[tuple[str, str, list[tuple[int, int, str]]]] = [
     ),
     (
         "reserved-word-daemon-name",
-        "Spread_Segment 10.0.0.255 {\n a 10.0.0.2\n ALL 10.0.0.1\n}\n",
+        "Spread_Segment 198.18.0.255 {\n a 198.18.0.2\n ALL 198.18.0.1\n}\n",
         [(3, 2, "'ALL' is a reserved word")],
     ),
     (
@@ -674,161 +735,166 @@ ERRORS: list[tuple[str, str, list[tuple[int, int, str]]]] = [
     ),
     (
         "case-sensitive-segment",
-        "spread_segment 10.0.0.255 {\n a 10.0.0.1\n}\n",
+        "spread_segment 198.18.0.255 {\n a 198.18.0.1\n}\n",
         [(1, 1, "write 'Spread_Segment'"), (4, 1, "no Spread_Segment")],
     ),
     ("empty-file", "", [(1, 1, "no Spread_Segment")]),
     ("only-comments", "# nothing\n\n", [(3, 1, "no Spread_Segment")]),
-    ("no-daemons", "Spread_Segment 10.0.0.255 {\n}\n", [(1, 1, "no daemons")]),
+    ("no-daemons", "Spread_Segment 198.18.0.255 {\n}\n", [(1, 1, "no daemons")]),
     (
         "name-only-host",
-        "Spread_Segment 10.0.0.255 {\n www1\n}\n",
+        "Spread_Segment 198.18.0.255 {\n www1\n}\n",
         [(2, 2, "daemon 'www1' has no address: spreadpy does not resolve host names")],
     ),
     (
         "name-only-host-then-address-with-port",
-        "Spread_Segment 10.0.0.255 {\n n1 10.0.0.1:5000\n}\n",
+        "Spread_Segment 198.18.0.255 {\n n1 198.18.0.1:5000\n}\n",
         [(2, 5, "a daemon address takes no port")],
     ),
     (
         "ip-with-glued-semicolon",
-        "Spread_Segment 10.0.0.255 {\n 10.0.0.1;\n}\n",
+        "Spread_Segment 198.18.0.255 {\n 198.18.0.1;\n}\n",
         [(2, 2, "put a blank before ';'")],
     ),
     (
         "malformed-ip",
-        "Spread_Segment 10.0.0.255 {\n 999.1.1.1\n}\n",
+        "Spread_Segment 198.18.0.255 {\n 999.1.1.1\n}\n",
         [(2, 2, "'999.1.1.1' is not a valid IP address")],
     ),
     (
         "bad-segment-address",
-        "Spread_Segment www.example.com {\n a 10.0.0.1\n}\n",
+        "Spread_Segment www.example.com {\n a 198.18.0.1\n}\n",
         [(1, 16, "host names are not resolved")],
     ),
     (
         "duplicate-address",
-        "Spread_Segment 10.0.0.255 {\n a 10.0.0.1\n b 10.0.0.1\n}\n",
-        [(3, 2, "address 10.0.0.1 port 4803 is already used by daemon 'a' at 2:2")],
+        "Spread_Segment 198.18.0.255 {\n a 198.18.0.1\n b 198.18.0.1\n}\n",
+        [(3, 2, "address 198.18.0.1 port 4803 is already used by daemon 'a' at 2:2")],
     ),
     (
         "host-in-two-segments",
-        "Spread_Segment 10.0.0.255 {\n a 10.0.0.1\n}\n"
-        "Spread_Segment 10.0.1.255:5000 {\n a 10.0.1.1\n}\n",
+        "Spread_Segment 198.18.0.255 {\n a 198.18.0.1\n}\n"
+        "Spread_Segment 198.18.1.255:5000 {\n a 198.18.1.1\n}\n",
         [(5, 2, "daemon name 'a' is already used by the daemon at 2:2 in segment 0")],
     ),
     (
         "duplicate-after-cut-to-19",
-        "Spread_Segment 10.0.0.255 {\n abcdefghijklmnopqrsXX 10.0.0.1\n"
-        " abcdefghijklmnopqrsYY 10.0.0.2\n}\n",
+        "Spread_Segment 198.18.0.255 {\n abcdefghijklmnopqrsXX 198.18.0.1\n"
+        " abcdefghijklmnopqrsYY 198.18.0.2\n}\n",
         [(3, 2, "daemon name 'abcdefghijklmnopqrs' is already used")],
     ),
     (
         "duplicate-virtual-id",
-        "Spread_Segment 10.0.0.255 {\n a 10.0.0.1 VirtualID = 5\n b 10.0.0.2 VirtualID = 5\n}\n",
-        [(3, 13, "virtual id 5 of daemon 'b' is already used by daemon 'a'")],
+        "Spread_Segment 198.18.0.255 {\n a 198.18.0.1 VirtualID = 5\n"
+        " b 198.18.0.2 VirtualID = 5\n}\n",
+        [(3, 15, "virtual id 5 of daemon 'b' is already used by daemon 'a'")],
     ),
     (
         "virtual-id-equals-auto-id",
-        "Spread_Segment 10.0.0.255 {\n d1 10.0.0.1\n x 10.0.0.2 VirtualID = 155277591\n"
-        " www1 10.0.0.3 VirtualID = 3\n www2 10.0.0.4 VirtualID = 3\n}\n",
-        [(5, 16, "virtual id 3 of daemon 'www2'")],
+        "Spread_Segment 198.18.0.255 {\n d1 198.18.0.1\n x 198.18.0.2 VirtualID = 155277591\n"
+        " www1 198.18.0.3 VirtualID = 3\n www2 198.18.0.4 VirtualID = 3\n}\n",
+        [(5, 18, "virtual id 3 of daemon 'www2'")],
     ),
     (
         "virtual-id-zero",
-        "Spread_Segment 10.0.0.255 {\n a 10.0.0.1 VirtualID = 0\n}\n",
-        [(2, 13, "VirtualID must be greater than 0")],
+        "Spread_Segment 198.18.0.255 {\n a 198.18.0.1 VirtualID = 0\n}\n",
+        [(2, 15, "VirtualID must be greater than 0")],
     ),
     (
         "empty-interface-block",
-        "Spread_Segment 10.0.0.255 {\n a 10.0.0.1 { }\n}\n",
-        [(2, 13, "empty interface block")],
+        "Spread_Segment 198.18.0.255 {\n a 198.18.0.1 { }\n}\n",
+        [(2, 15, "empty interface block")],
     ),
     (
         "interface-letters-glued",
-        "Spread_Segment 10.0.0.255 {\n a 10.0.0.1 { DC 10.0.0.1 }\n}\n",
-        [(2, 15, "write 'D C'")],
+        "Spread_Segment 198.18.0.255 {\n a 198.18.0.1 { DC 198.18.0.1 }\n}\n",
+        [(2, 17, "write 'D C'")],
     ),
     (
         "interface-with-port",
-        "Spread_Segment 10.0.0.255 {\n a 10.0.0.1 { D 10.0.0.1:4803 }\n}\n",
-        [(2, 17, "interface addresses take no port")],
+        "Spread_Segment 198.18.0.255 {\n a 198.18.0.1 { D 198.18.0.1:4803 }\n}\n",
+        [(2, 19, "interface addresses take no port")],
     ),
     (
         "too-many-interfaces",
-        "Spread_Segment 10.0.0.255 {\n a 10.0.0.1 {" + " 10.0.0.1" * 11 + " }\n}\n",
-        [(2, 105, "at most 10 interfaces")],
+        "Spread_Segment 198.18.0.255 {\n a 198.18.0.1 {" + " 198.18.0.1" * 11 + " }\n}\n",
+        [(2, 127, "at most 10 interfaces")],
     ),
     (
         "interface-block-not-closed",
-        "Spread_Segment 10.0.0.255 {\n a 10.0.0.1 { D 10.0.0.1\nWindow = 200\n",
+        "Spread_Segment 198.18.0.255 {\n a 198.18.0.1 { D 198.18.0.1\nWindow = 200\n",
         [
-            (1, 27, "the Spread_Segment block opened here is not closed"),
-            (2, 13, "the interface block opened here is not closed"),
+            (1, 29, "the Spread_Segment block opened here is not closed"),
+            (2, 15, "the interface block opened here is not closed"),
         ],
     ),
     (
         "segment-not-closed",
-        "Spread_Segment 10.0.0.255 {\n a 10.0.0.1\nWindow = 200\n",
-        [(1, 27, "not closed by '}' (found 'Window' at 3:1)")],
+        "Spread_Segment 198.18.0.255 {\n a 198.18.0.1\nWindow = 200\n",
+        [(1, 29, "not closed by '}' (found 'Window' at 3:1)")],
     ),
     (
         "segment-not-closed-at-eof",
-        "Spread_Segment 10.0.0.255 {\n a 10.0.0.1 { D 10.0.0.1\n}\n",
-        [(1, 27, "not closed by '}' (found end of file at 4:1)")],
+        "Spread_Segment 198.18.0.255 {\n a 198.18.0.1 { D 198.18.0.1\n}\n",
+        [(1, 29, "not closed by '}' (found end of file at 4:1)")],
     ),
     (
         "segment-not-closed-before-extension-keyword",
-        "Spread_Segment 10.0.0.255 {\n a 10.0.0.1\nTimeoutProfile = fast\n",
-        [(1, 27, "not closed by '}' (found 'TimeoutProfile' at 3:1)")],
+        "Spread_Segment 198.18.0.255 {\n a 198.18.0.1\nTimeoutProfile = fast\n",
+        [(1, 29, "not closed by '}' (found 'TimeoutProfile' at 3:1)")],
     ),
     ("stray-closing-brace", BASE + "}\n", [(4, 1, "'}' without a matching '{'")]),
     (
         "six-segment-addresses",
-        "Spread_Segment 10.0.0.255 225.0.0.1 225.0.0.2 225.0.0.3 225.0.0.4 225.0.0.5 {\n"
-        " a 10.0.0.1\n}\n",
-        [(1, 67, "at most 5 addresses")],
+        "Spread_Segment 198.18.0.255 225.0.0.1 225.0.0.2 225.0.0.3 225.0.0.4 225.0.0.5 {\n"
+        " a 198.18.0.1\n}\n",
+        [(1, 69, "at most 5 addresses")],
     ),
     (
         "port-on-extra-segment-address",
-        "Spread_Segment 10.0.0.255 225.0.0.1:4803 {\n a 10.0.0.1\n}\n",
-        [(1, 27, "only the first segment address may carry a port")],
+        "Spread_Segment 198.18.0.255 225.0.0.1:4803 {\n a 198.18.0.1\n}\n",
+        [(1, 29, "only the first segment address may carry a port")],
     ),
     (
         "port-out-of-range",
-        "Spread_Segment 10.0.0.255:70000 {\n a 10.0.0.1\n}\n",
+        "Spread_Segment 198.18.0.255:70000 {\n a 198.18.0.1\n}\n",
         [(1, 16, "port 70000 is out of range")],
     ),
     (
         "port-65535",
-        "Spread_Segment 10.0.0.255:65535 {\n a 10.0.0.1\n}\n",
+        "Spread_Segment 198.18.0.255:65535 {\n a 198.18.0.1\n}\n",
         [(1, 16, "daemon also needs port + 1")],
     ),
     (
         "unspecified-segment-address",
-        "Spread_Segment 0.0.0.0 {\n a 10.0.0.1\n}\n",
+        "Spread_Segment 0.0.0.0 {\n a 198.18.0.1\n}\n",
         [(1, 16, "unspecified address")],
     ),
     (
         "segment-family-mismatch",
-        "Spread_Segment ff02::1 {\n a 10.0.0.1\n}\n",
+        "Spread_Segment ff02::1 {\n a 198.18.0.1\n}\n",
         [(1, 16, "segment address ff02::1 is IPv6 but the active IP version is IPv4")],
     ),
     (
         "daemon-family-mismatch",
-        "ActiveIPVersion = IPv6\nSpread_Segment ff02::1 {\n a 10.0.0.1\n}\n",
+        "ActiveIPVersion = IPv6\nSpread_Segment ff02::1 {\n a 198.18.0.1\n}\n",
         [(3, 2, "daemon 'a' has an IPv4 address but the active IP version is IPv6")],
     ),
     (
         "multicast-daemon",
-        "Spread_Segment 10.0.0.255 {\n a 225.0.0.1\n}\n",
+        "Spread_Segment 198.18.0.255 {\n a 225.0.0.1\n}\n",
         [(2, 2, "multicast address")],
     ),
     (
         "unspecified-daemon",
-        "Spread_Segment 10.0.0.255 {\n a 0.0.0.0\n}\n",
+        "Spread_Segment 198.18.0.255 {\n a 0.0.0.0\n}\n",
         [(2, 2, "unspecified address")],
     ),
-    ("empty-name", 'Spread_Segment 10.0.0.255 {\n "" 10.0.0.1\n}\n', [(2, 2, "empty daemon name")]),
+    (
+        "empty-name",
+        'Spread_Segment 198.18.0.255 {\n "" 198.18.0.1\n}\n',
+        [(2, 2, "empty daemon name")],
+    ),
     (
         "debug-flags-unknown-and-lowercase",
         BASE + "DebugFlags = { PRINT foo exit }\n",
@@ -882,7 +948,7 @@ ERRORS: list[tuple[str, str, list[tuple[int, int, str]]]] = [
     ("ring-auth-key-empty", BASE + 'RingAuthKeyFile = ""\n', [(4, 19, "must not be empty")]),
     (
         "many-errors-all-reported",
-        "Spread_Segment 10.0.0.255 {\n a 10.0.0.1\n b\n a 10.0.0.3\n}\nWindow = 0\nFoo = 1\n"
+        "Spread_Segment 198.18.0.255 {\n a 198.18.0.1\n b\n a 198.18.0.3\n}\nWindow = 0\nFoo = 1\n"
         "EventPriority = LOUD\n",
         [
             (3, 2, "daemon 'b' has no address"),
@@ -913,13 +979,13 @@ def test_invalid(text: str, expected: list[tuple[int, int, str]]) -> None:
 
 
 def test_too_many_segments_and_daemons() -> None:
-    segs = "".join(f"Spread_Segment 10.{i}.0.255 {{\n d{i} 10.{i}.0.1\n}}\n" for i in range(21))
+    segs = "".join(f"Spread_Segment 198.18.{i}.255 {{\n d{i} 198.18.{i}.1\n}}\n" for i in range(21))
     with pytest.raises(ConfigError) as info:
         parse_config(segs, "f")
     assert [(p.line, p.message) for p in info.value.problems] == [(61, "more than 20 segments")]
-    daemons = "".join(f" n{i} 10.0.{i // 200}.{i % 200 + 1}\n" for i in range(129))
+    daemons = "".join(f" n{i} 198.18.{i // 200}.{i % 200 + 1}\n" for i in range(129))
     with pytest.raises(ConfigError) as info:
-        parse_config("Spread_Segment 10.0.0.255 {\n" + daemons + "}\n", "f")
+        parse_config("Spread_Segment 198.18.0.255 {\n" + daemons + "}\n", "f")
     assert [(p.line, p.message) for p in info.value.problems] == [(130, "more than 128 daemons")]
 
 
@@ -962,9 +1028,9 @@ def test_loopback_block_is_local_and_ipv6_scope_ignored() -> None:
     config = parse_config((REPO / "conf" / "spread-loopback.conf").read_text(), "lo.conf")
     assert select_own_host(config, "n3", [ip("127.0.0.1")]).address == ip("127.0.0.3")
     assert select_own_host(config, None, [ip("127.0.0.1")]).name == "n1"
-    assert not is_local_address(ip("127.0.0.2"), [ip("10.0.0.1")])
+    assert not is_local_address(ip("127.0.0.2"), [ip("198.18.0.1")])
     assert is_local_address(ip("fe80::1%eth0"), [ip("fe80::1")])
-    assert not is_local_address(ip("10.0.0.2"), [ip("10.0.0.1")])
+    assert not is_local_address(ip("198.18.0.2"), [ip("198.18.0.1")])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1045,7 +1111,9 @@ def test_cli_check_valid_without_match(
 def test_cli_check_invalid(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], no_local: None
 ) -> None:
-    path = write(tmp_path, "Spread_Segment 10.0.0.255 {\n a 10.0.0.1\n a 10.0.0.2\n}\nFoo = 1\n")
+    path = write(
+        tmp_path, "Spread_Segment 198.18.0.255 {\n a 198.18.0.1\n a 198.18.0.2\n}\nFoo = 1\n"
+    )
     assert cli.main(["--check-config", "-c", path]) == 1
     out, err = capsys.readouterr()
     assert out == ""
@@ -1112,7 +1180,7 @@ def test_cli_dump_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert capsys.readouterr().out == first  # stable
     data = json.loads(first)
     assert list(data)[:4] == ["path", "segments", "ip_version", "debug_mask"]
-    assert data["config_hash"] == 1133016416
+    assert data["config_hash"] == parse_config(EX3, path).config_hash
     assert data["debug_flags"] == ["EXIT", "PRINT", "CONFIGURATION"]
     assert data["timeouts"]["token_ms"] == 5000
     m1 = data["segments"][0]["hosts"][4]
@@ -1176,8 +1244,8 @@ TOKENS = [
     "yes",
     "auto",
     "pDEBUG",
-    "10.0.0.1",
-    "10.0.0.1:4803",
+    "198.18.0.1",
+    "198.18.0.1:4803",
     "999.1.1.1",
     "ff02::1",
     "[ff02::1]:4803",
@@ -1256,14 +1324,14 @@ SEPARATORS = st.sampled_from([" ", "\t", "\n", " # note\n", "\n\n  "])
 def rendered_configs(draw: st.DrawFn) -> tuple[str, list[list[tuple[str, str]]]]:
     n_segments = draw(st.integers(1, 3))
     names = draw(st.lists(NAMES, min_size=n_segments, max_size=12, unique=True))
-    hosts = [(n, f"10.1.{i // 250}.{i % 250 + 1}") for i, n in enumerate(names)]
+    hosts = [(n, f"198.19.{i // 250}.{i % 250 + 1}") for i, n in enumerate(names)]
     cuts = sorted(
         draw(st.lists(st.integers(1, len(hosts)), min_size=n_segments - 1, max_size=n_segments - 1))
     )
     groups = [hosts[a:b] for a, b in zip([0, *cuts], [*cuts, len(hosts)], strict=True)]
     parts = []
     for i, group in enumerate(groups):
-        parts.append(f"Spread_Segment 10.{i}.255.255:{4803 + 10 * i} {{{draw(SEPARATORS)}")
+        parts.append(f"Spread_Segment 198.18.{i}.255:{4803 + 10 * i} {{{draw(SEPARATORS)}")
         for name, addr in group:
             parts.append(f"{name}{draw(SEPARATORS)}{addr}{draw(st.sampled_from([' ;', '']))}")
             parts.append(draw(SEPARATORS))

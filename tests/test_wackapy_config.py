@@ -1,8 +1,10 @@
 """wackapy.config and the `wackapy` command line: valid and invalid files, the seed, the CLI,
 and property tests (round trip through format_config; arbitrary text never escapes ConfigError).
 
-Addresses: the seed's 192.168.1.x, 198.18.0.0/15 and 2001:db8::/32, plus the spec's own examples
-(shared/spec/wackamole.md §1.7, the upstream sample and man page) as config text only.
+Addresses: the seed's 192.168.1.x, 198.18.0.0/15 and 2001:db8::/32, as config text only. The
+forms that shared/spec/wackamole.md quotes from the upstream sample and man page (§1.7, §4.3) use
+other addresses: test_spec_quoted_forms_parse reads them from the spec at run time, and the rows
+below that mirror them carry the same shapes with 198.18.0.0/15 addresses (their /8 is our /15).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from wackapy.config import (
     parse_spread,
 )
 
+from .spec_examples import between, section, spec_text
+
 SEED_PATH = Path(__file__).resolve().parents[1] / "conf" / "wackamole.conf"
 DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "wackamole-conf.md"
 
@@ -65,7 +69,9 @@ interval = 4s
 mature = 5s
 """
 
-# The upstream repository's own sample file (postwait/wackamole wackamole.conf), verbatim.
+# The upstream repository's own sample file (postwait/wackamole wackamole.conf), verbatim except
+# that its addresses are moved into 198.18.0.0/15 (10.a.b.c/8 -> 198.18.b.c/15,
+# 192.168.x.y -> 198.18.x.y; the seed's 192.168.1.x stays).
 UPSTREAM_SAMPLE = """\
 # The Spread daemon we are going to connect to.  It should be on the local box
 Spread = 4803@127.0.0.1
@@ -84,8 +90,8 @@ Control = 127.0.0.1:2413
 #RunDynamic funcs:killhup on up
 #RunDynamic example::dump_it on up
 # Denote the interface we prefer to have
-#prefer eth0:10.3.4.5/8
-#prefer { eth0:10.2.3.4/8 eth1:192.168.10.23/24 }
+#prefer eth0:198.18.4.5/15
+#prefer { eth0:198.18.3.4/15 eth1:198.18.10.23/24 }
 
 # In most cases, I just don't care.  Let wackamole decide.
 Prefer None
@@ -95,9 +101,9 @@ VirtualInterfaces {
 \t# The following two lines have the same effect
 \t# en0:192.168.1.2/24
 
-\t{ brlan0:10.80.116.41/23 }
+\t{ brlan0:198.18.116.41/23 }
 \t
-#\t{ en1:10.0.0.1/8 en0:192.168.35.64/26 }
+#\t{ en1:198.18.0.1/15 en0:198.18.35.64/26 }
 }
 
 # Collect and broadcast the IPs in our ARP table every so often
@@ -105,9 +111,9 @@ Arp-Cache = 90s
 
 Notify {
 \t# Let's notify our router:
-#\ten0:192.168.10.1/32
-\tbrlan0:10.80.116.41/23
-#\ten0:10.0.0.0/24 throttle 128
+#\ten0:198.18.10.1/32
+\tbrlan0:198.18.116.41/23
+#\ten0:198.18.0.0/24 throttle 128
 \tarp-cache
 }
 balance {
@@ -207,13 +213,63 @@ def test_upstream_sample_parses() -> None:
     assert config.group == "wack1"
     assert config.control_path == "127.0.0.1:2413"
     assert config.prefer == ()
-    assert config.vifs == one_vif(vip("brlan0", "10.80.116.41/23"))
+    assert config.vifs == one_vif(vip("brlan0", "198.18.116.41/23"))
     assert config.notify == (
-        NotifyBlock("brlan0", ipaddress.IPv4Network("10.80.116.0/23")),
+        NotifyBlock("brlan0", ipaddress.IPv4Network("198.18.116.0/23")),
         NotifyArpCache(),
     )
     assert [(w.line, w.col) for w in config.warnings] == [(11, 11)]
     assert "relative" in config.warnings[0].message
+
+
+SPEC_ADDRESS = re.compile(
+    r"(?P<ifname>[A-Za-z][\w.-]*):(?P<address>\d+(?:\.\d+){3})/(?P<plen>\d+)(?:n(?P<hint>\d+))?"
+)
+
+
+def spec_quoted_forms() -> list[str]:
+    """The `code` forms §1.7 says upstream's sample and man page show (and that all must parse),
+    plus the multi-address set of the §4.3 `wackatrl -l` example."""
+    text = spec_text("wackamole.md")
+    quoted = between(section(text, "### 1.7"), "Upstream's own sample", "All of these must parse")
+    listing = between(section(text, "### 4.3"), "A VIF set `", "held by nobody")
+    forms = re.findall(r"`([^`]+)`", quoted) + re.findall(r"`([^`]+)`", listing)
+    return [f for f in forms if f != "wackamole.conf"]  # the sample's file name, not a form
+
+
+def test_spec_quoted_forms_parse() -> None:
+    forms = spec_quoted_forms()
+    seen: set[str] = set()
+    for form in forms:
+        addresses = [
+            vip(m["ifname"], f"{m['address']}/{m['plen']}", int(m["hint"]) if m["hint"] else None)
+            for m in SPEC_ADDRESS.finditer(form)
+        ]
+        if form.lower().startswith("prefer {"):
+            kind = "prefer block"
+            prefer = tuple(a.interface.network for a in addresses)
+            assert parse(BASE + form + "\n").prefer == prefer, form
+        elif form.startswith("{"):
+            kind = "VIF set"
+            assert parse(f"Group = g\nVIFs {{ {form} }}\n").vifs == one_vif(*addresses), form
+        elif "throttle" in form:
+            kind = "notify block"
+            (head,) = addresses
+            rate = int(form.split()[-1])
+            expected = (NotifyBlock(head.ifname, head.interface.network, rate),)
+            assert parse(f"{BASE}Notify {{ {form} }}\n").notify == expected, form
+        elif addresses:
+            kind = "VIF address"
+            assert parse(f"Group = g\nVIFs {{ {form} }}\n").vifs == one_vif(*addresses), form
+        elif form.startswith("Perl") or "::" in form:
+            kind = "Perl"  # §1.5: fatal without embedded Perl, and we have none
+            assert any("Perl" in m for _, _, m in problems_of(BASE + form + "\n")), form
+        else:
+            kind = "setting"
+            parse(BASE + form + "\n")
+        seen.add(kind)
+    assert len(forms) >= 12, forms
+    assert seen == {"prefer block", "VIF set", "notify block", "VIF address", "Perl", "setting"}
 
 
 # --- valid files: (name, text, expected attributes) -------------------------------------------
@@ -289,27 +345,27 @@ VALID: list[tuple[str, str, dict[str, object]]] = [
         {"vifs": (Vif((vip("a", "192.168.1.2/24"),)), Vif((vip("b", "192.168.1.3/24"),)))},
     ),
     (
-        "multi-address set (spec §4.3 example)",
-        "Group = g\nVirtualInterfaces { { eth0:10.0.0.5/24 eth1:192.168.5.5/24 } }",
-        {"vifs": one_vif(vip("eth0", "10.0.0.5/24"), vip("eth1", "192.168.5.5/24"))},
+        "multi-address set (shape of the spec §4.3 example)",
+        "Group = g\nVirtualInterfaces { { eth0:198.18.0.5/24 eth1:198.18.5.5/24 } }",
+        {"vifs": one_vif(vip("eth0", "198.18.0.5/24"), vip("eth1", "198.18.5.5/24"))},
     ),
     (
-        "man page multi-IP sample with nN hints",
+        "man page multi-IP sample shape with nN hints",
         "Group = g\nVirtualInterfaces {\n"
-        "    { fxp0:192.168.10.2/32n23 fxp1:192.0.2.2/32n29 }\n"
-        "    { fxp0:192.168.10.3/32n23 fxp1:192.0.2.3/32n29 }\n}\n",
+        "    { fxp0:198.18.10.2/32n23 fxp1:198.19.2.2/32n29 }\n"
+        "    { fxp0:198.18.10.3/32n23 fxp1:198.19.2.3/32n29 }\n}\n",
         {
             "vifs": (
-                Vif((vip("fxp0", "192.168.10.2/32", 23), vip("fxp1", "192.0.2.2/32", 29))),
-                Vif((vip("fxp0", "192.168.10.3/32", 23), vip("fxp1", "192.0.2.3/32", 29))),
+                Vif((vip("fxp0", "198.18.10.2/32", 23), vip("fxp1", "198.19.2.2/32", 29))),
+                Vif((vip("fxp0", "198.18.10.3/32", 23), vip("fxp1", "198.19.2.3/32", 29))),
             ),
             "moves_per_round_max": 1,
         },
     ),
     (
         "upstream sample's commented set",
-        "Group = g\nVIFs { { en1:10.0.0.1/8 en0:192.168.35.64/26 } }",
-        {"vifs": one_vif(vip("en1", "10.0.0.1/8"), vip("en0", "192.168.35.64/26"))},
+        "Group = g\nVIFs { { en1:198.18.0.1/15 en0:198.18.35.64/26 } }",
+        {"vifs": one_vif(vip("en1", "198.18.0.1/15"), vip("en0", "198.18.35.64/26"))},
     ),
     (
         "IPv6 VIPs, bracketed and not",
@@ -357,8 +413,8 @@ VALID: list[tuple[str, str, dict[str, object]]] = [
     ),
     (
         "Notify throttle (upstream sample)",
-        BASE + "Notify {\n en0:10.0.0.0/24 throttle 128\n}\n",
-        {"notify": (NotifyBlock("en0", V4("10.0.0.0/24"), 128),)},
+        BASE + "Notify {\n en0:198.18.0.0/24 throttle 128\n}\n",
+        {"notify": (NotifyBlock("en0", V4("198.18.0.0/24"), 128),)},
     ),
     (
         "Notify throttle after ping, with =",
@@ -476,7 +532,7 @@ INVALID: list[tuple[str, str, list[tuple[int, int, str]]]] = [
     ("Spread port range", BASE + "Spread = 70000\n", [(3, 10, "out of range")]),
     ("Spread empty host", BASE + "Spread = 4803@\n", [(3, 10, "empty")]),
     ("Control too long", BASE + f"Control = /{'x' * 107}\n", [(3, 11, "longer than 107")]),
-    ("VIF without mask", "Group = g\nVIFs { eth0:10.0.0.1 }", [(2, 8, "needs a prefix length")]),
+    ("VIF without mask", "Group = g\nVIFs { eth0:198.18.0.1 }", [(2, 8, "needs a prefix length")]),
     ("VIF without interface", "Group = g\nVIFs { 192.168.1.2/24 }", [(2, 8, "needs an interface")]),
     (
         "IPv6 VIF without interface",
@@ -497,7 +553,7 @@ INVALID: list[tuple[str, str, list[tuple[int, int, str]]]] = [
     ("bad octet", "Group = g\nVIFs { e:192.168.1.256/24 }", [(2, 8, "not an IPv4 or IPv6")]),
     (
         "leading zero octet",
-        "Group = g\nVIFs { e:192.168.01.2/24 }",
+        "Group = g\nVIFs { e:198.18.01.2/24 }",
         [(2, 8, "not an IPv4 or IPv6")],
     ),
     ("prefix /33", "Group = g\nVIFs { e:192.168.1.2/33 }", [(2, 8, "prefix length /33")]),
@@ -523,12 +579,12 @@ INVALID: list[tuple[str, str, list[tuple[int, int, str]]]] = [
     ("empty set", "Group = g\nVIFs { e:192.168.1.2/24 { } }", [(2, 25, "empty address set")]),
     ("nested set", "Group = g\nVIFs { { { e:192.168.1.2/24 } } }", [(2, 10, "do not nest")]),
     (
-        "duplicate address (man page VIF sample)",
-        "Group = g\nVirtualInterfaces {\n    eth0:10.2.3.11/24\n    eth0:10.2.3.12/24\n"
-        "    eth0:10.2.3.13/24\n    eth0:10.2.3.13/24\n    eth0:10.2.3.13/24\n}\n",
+        "duplicate address (man page VIF sample shape)",
+        "Group = g\nVirtualInterfaces {\n    eth0:198.18.3.11/24\n    eth0:198.18.3.12/24\n"
+        "    eth0:198.18.3.13/24\n    eth0:198.18.3.13/24\n    eth0:198.18.3.13/24\n}\n",
         [
-            (6, 5, "10.2.3.13 is already a virtual address (line 5, column 5)"),
-            (7, 5, "10.2.3.13 is already a virtual address (line 5, column 5)"),
+            (6, 5, "198.18.3.13 is already a virtual address (line 5, column 5)"),
+            (7, 5, "198.18.3.13 is already a virtual address (line 5, column 5)"),
         ],
     ),
     (
