@@ -12,7 +12,12 @@ two characters, and a bad command line exits with status 2 rather than aborting.
 problem` line per error (on stderr). Warnings go to stderr as `FILE:LINE:COL: warning: ...`.
 `spreadpy --dump-config` prints the parsed configuration as JSON.
 
-Running without either flag calls `run_daemon(args, config)`; the daemon itself plugs in there.
+Running without either flag starts the daemon (spreadpy/daemon.py). Our own flags:
+`--state-dir DIR` (where the ring sequence number is kept across restarts) and
+`--metrics-port PORT` (Prometheus counters on 127.0.0.1:PORT).
+
+`spreadpy status [--json] [-c FILE] [-n NAME]` asks a running daemon for its ring, members,
+clients, groups and counters over its status socket (`<client socket>.status`).
 """
 
 from __future__ import annotations
@@ -61,6 +66,18 @@ def build_arg_parser() -> argparse.ArgumentParser:
         choices=("y", "n"),
         default="n",
         help="membership log on (y) or off (n, the default)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="keep the ring sequence number here (default: RuntimeDir if writable, else "
+        "~/.local/state/spreadpy)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on 127.0.0.1:PORT",
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
@@ -115,8 +132,57 @@ def gather_local_addresses() -> list[IPAddress]:
 
 
 def run_daemon(args: argparse.Namespace, config: SpreadConfig) -> int:
-    """Start the daemon. Placeholder until the daemon joins this build."""
-    raise SystemExit("spreadpy: the daemon is not part of this build yet")
+    """Select our host entry, then run the daemon until SIGINT or SIGTERM."""
+    from spreadpy import daemon  # imported here: --check-config needs no event loop
+
+    try:
+        me = select_own_host(config, args.name, gather_local_addresses())
+    except ConfigError as exc:
+        _print_problems(exc)
+        return 1
+    daemon.configure_logging(config, me.name)
+    return daemon.main(config, me, state_dir=args.state_dir, metrics_port=args.metrics_port)
+
+
+def status_main(argv: list[str]) -> int:
+    """`spreadpy status`: print a running daemon's status."""
+    from spreadpy import daemon
+
+    parser = argparse.ArgumentParser(prog="spreadpy status", description=status_main.__doc__)
+    parser.add_argument("-c", dest="config", metavar="FILE")
+    parser.add_argument("-n", dest="name", metavar="NAME")
+    parser.add_argument("--socket", help="the status socket (default: derived from the config)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    args = parser.parse_args(argv)
+    path = args.socket
+    if path is None:
+        try:
+            config = load_config(find_config_file(args.config))
+            me = select_own_host(config, args.name, gather_local_addresses())
+        except (OSError, ConfigError) as exc:
+            print(f"spreadpy status: {exc}", file=sys.stderr)
+            return 1
+        path = daemon.default_paths(config, me, None).status_socket
+    try:
+        status = daemon.query_status(path)
+    except OSError as exc:
+        print(f"spreadpy status: no daemon answers on {path}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+        return 0
+    ring = status["counters"]["ring"]
+    print(f"daemon {status['daemon']}: {status['state']}, ring {status['ring_id']}")
+    print(f"members: {' '.join(status['members'])}")
+    print(f"clients: {status['clients']}, groups: {len(status['groups'])}")
+    for group, members in sorted(status["groups"].items()):
+        print(f"  {group}: {' '.join(members)}")
+    print(
+        f"packets sent {ring['packets_sent']} received {ring['packets_received']} "
+        f"retransmitted {ring['retransmitted']} rotations {ring['rotations']} "
+        f"delivered {ring['delivered']} bad {ring['bad_packets']}"
+    )
+    return 0
 
 
 def _plural(n: int, word: str) -> str:
@@ -166,6 +232,10 @@ def _print_problems(error: ConfigError) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["status"]:
+        return status_main(argv[1:])
     parser = build_arg_parser()
     args = parser.parse_args(argv)
     if args.name is not None and len(args.name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:

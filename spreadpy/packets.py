@@ -30,6 +30,8 @@ either way). Tokens stay struct: fixed width, one `unpack_from`.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -344,3 +346,23 @@ def _decode_commit(data: bytes) -> CommitToken:
             )
         )
     return CommitToken((rseq, rrep), tseq, hop, tuple(members), tuple(entries))
+
+
+# ------------------------------------------------------------------------ authentication
+
+HMAC_TAG_SIZE = 32
+
+
+def seal(key: bytes, data: bytes) -> bytes:
+    """Append an HMAC-SHA256 tag (spread.conf `RingAuthKeyFile`, our extension)."""
+    return data + hmac.new(key, data, hashlib.sha256).digest()
+
+
+def unseal(key: bytes, data: bytes) -> bytes:
+    """Check and strip the tag. Raises MalformedPacket if it is missing or wrong."""
+    if len(data) <= HMAC_TAG_SIZE:
+        raise MalformedPacket("packet too short for its authentication tag")
+    body, tag = data[:-HMAC_TAG_SIZE], data[-HMAC_TAG_SIZE:]
+    if not hmac.compare_digest(tag, hmac.new(key, body, hashlib.sha256).digest()):
+        raise MalformedPacket("authentication tag does not match")
+    return body

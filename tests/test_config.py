@@ -1188,10 +1188,13 @@ def test_cli_dump_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert m1["interfaces"][1] == {"address": "0.0.0.0", "types": ["CLIENT"]}
 
 
-def test_cli_daemon_mode_is_a_placeholder(tmp_path: Path) -> None:
-    path = write(tmp_path, SEED)
-    with pytest.raises(SystemExit, match="not part of this build yet"):
-        cli.main(["-c", path, "-n", "www1", "-l", "y"])
+def test_cli_daemon_refuses_a_name_whose_address_is_not_here(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, SEED)  # www1 is 192.168.1.10: not an address of this machine
+    assert cli.main(["-c", path, "-n", "www1", "-l", "y"]) == 1
+    err = capsys.readouterr().err
+    assert "www1" in err and "192.168.1.10" in err
 
 
 def test_cli_arg_parser() -> None:

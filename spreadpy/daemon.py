@@ -1,0 +1,666 @@
+"""The spreadpy daemon: a thin asyncio (uvloop when installed) adapter around `node.Node`.
+
+The only place with sockets, clocks and signals. It feeds the pure node with datagrams, client
+bytes and time (`loop.time()`), carries out the node's actions, and keeps one timer armed at
+`node.next_deadline()` (aioquic's transmit / handle_timer pattern).
+
+Ring transport (shared/spec/spread-daemon.md §9; our own packet format, not Spread's):
+  data   UDP on the segment port (4803): DATA, JOIN, MERGE_DETECT, HOLD_CANCEL
+  token  UDP on port + 1 (4804): TOKEN and COMMIT, always unicast to one daemon
+How "send to the whole segment" is done is chosen from the segment address:
+  127.0.0.0/8 or 0.0.0.0   unicast to every configured daemon, one datagram each. This is what
+                           runs several daemons on one machine (127.0.0.1, .2, .3, same port),
+                           and the way to cross networks where broadcast does not reach.
+  224.0.0.0/4              IP multicast to that group (TTL 1), joined on this daemon's address.
+  anything else            IP broadcast to that address (e.g. 192.168.1.255).
+Datagrams from addresses that are not configured daemons are dropped and counted. With
+`RingAuthKeyFile`, every datagram carries an HMAC-SHA256 tag (packets.seal / unseal).
+
+Before a token is handled, the data socket is drained (totem.md pitfall P1): multicast sent
+before a token must not look lost because the unicast token overtook it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from . import packets as pk
+from .config import HostEntry, SpreadConfig
+from .errors import MalformedPacket
+from .membership import Channel, PersistRingSeq, SendPacket
+from .node import CloseClient, Node, ToClient
+
+log = logging.getLogger("spreadpy")
+
+RECV_BATCH_MAX = 512  # datagrams read per socket per wake-up: the token must not wait long
+SOCKET_BUFFER_BYTES = 8 * 1024 * 1024
+CLIENT_WRITE_BUFFER_MAX = 64 * 1024 * 1024  # a client this far behind is not reading: drop it
+RING_BACKLOG_HIGH = 5000  # messages waiting for the token: stop reading clients
+RING_BACKLOG_LOW = 1000
+
+
+class StartupError(Exception):
+    """The daemon cannot start: port or socket taken, key unreadable... (message says which)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    unix_socket: str
+    status_socket: str
+    ring_seq_file: Path
+
+
+def segment_mode(config: SpreadConfig, me: HostEntry) -> str:
+    address = config.segments[me.segment_index].address
+    if address.is_loopback or address.is_unspecified:
+        return "unicast"
+    if address.is_multicast:
+        return "multicast"
+    return "broadcast"
+
+
+def default_paths(config: SpreadConfig, me: HostEntry, state_dir: str | None) -> Paths:
+    """Where this daemon's sockets and ring-seq file live.
+
+    The first configured daemon whose address is on this machine takes the original's Unix
+    socket `/tmp/<port>`; the others (several daemons on one machine) take `/tmp/<port>-<name>`.
+    `ClientSocketPath` in spread.conf overrides it.
+    """
+    if config.client_socket_path:
+        unix = config.client_socket_path
+    else:
+        first = next(h for h in config.hosts if h.address.is_loopback == me.address.is_loopback)
+        unix = f"/tmp/{me.port}" if first == me else f"/tmp/{me.port}-{me.name}"
+    base = Path(state_dir) if state_dir else default_state_dir(config)
+    return Paths(unix, unix + ".status", base / f"{me.name}.ringseq")
+
+
+def default_state_dir(config: SpreadConfig) -> Path:
+    runtime = Path(config.runtime_dir)
+    if runtime.is_dir() and os.access(runtime, os.W_OK):
+        return runtime
+    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "spreadpy"
+
+
+def load_ring_seq(path: Path) -> int:
+    try:
+        return int(path.read_text().strip() or 0)
+    except FileNotFoundError:
+        return 0
+    except ValueError as exc:
+        raise StartupError(f"{path}: not a ring sequence number: {exc}") from None
+
+
+def store_ring_seq(path: Path, ring_seq: int) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{ring_seq}\n")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------- ring transport
+
+
+class RingTransport:
+    def __init__(
+        self,
+        config: SpreadConfig,
+        me: HostEntry,
+        loop: asyncio.AbstractEventLoop,
+        on_packet: Callable[[bytes], None],
+        on_batch_end: Callable[[], None],
+        key: bytes | None,
+    ) -> None:
+        self.loop = loop
+        self.me = me
+        self.mode = segment_mode(config, me)
+        self.key = key
+        self._on_packet = on_packet
+        self._on_batch_end = on_batch_end
+        self.bad_packets = 0
+        self.foreign_packets = 0
+        self.peers: dict[int, tuple[str, int, int]] = {
+            h.index + 1: (str(h.address), h.port, h.token_port) for h in config.hosts
+        }
+        self.allowed = {str(h.address) for h in config.hosts}
+        segment = config.segments[me.segment_index]
+        self.group = (str(segment.address), me.port)
+        self.data_sock, self.token_sock = self._open_sockets()
+        self._others = [
+            (ip, port) for node, (ip, port, _) in self.peers.items() if node != me.index + 1
+        ]
+
+    def _open_sockets(self) -> tuple[socket.socket, socket.socket]:
+        family = socket.AF_INET6 if self.me.address.version == 6 else socket.AF_INET
+        my_ip = str(self.me.address)
+        data = socket.socket(family, socket.SOCK_DGRAM)
+        token = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            data_bind = my_ip
+            if self.mode == "broadcast":
+                data.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+                data_bind = "0.0.0.0"
+            elif self.mode == "multicast":
+                data_bind = "0.0.0.0"
+            for sock, address, what in (
+                (data, (data_bind, self.me.port), "ring data"),
+                (token, (my_ip, self.me.token_port), "ring token"),
+            ):
+                _grow_buffers(sock)
+                try:
+                    sock.bind(address)
+                except OSError as exc:
+                    if exc.errno == errno.EADDRINUSE:
+                        raise StartupError(
+                            f"UDP {address[0]}:{address[1]} ({what} port) is in use: another "
+                            f"daemon is running as {self.me.name}, or the port is taken"
+                        ) from None
+                    raise StartupError(
+                        f"cannot bind UDP {address[0]}:{address[1]}: {exc}"
+                    ) from None
+                sock.setblocking(False)
+            if self.mode == "multicast":
+                group = socket.inet_aton(self.group[0])
+                mine = socket.inet_aton(my_ip)
+                data.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, group + mine)
+                data.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mine)
+                data.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+        except BaseException:
+            data.close()
+            token.close()
+            raise
+        return data, token
+
+    def start(self) -> None:
+        self.loop.add_reader(self.data_sock.fileno(), self._readable, False)
+        self.loop.add_reader(self.token_sock.fileno(), self._readable, True)
+
+    def close(self) -> None:
+        for sock in (self.data_sock, self.token_sock):
+            with contextlib.suppress(ValueError, OSError):
+                self.loop.remove_reader(sock.fileno())
+            sock.close()
+
+    def _readable(self, token_ready: bool) -> None:
+        # Data first, always: a token must not overtake the data sent before it (P1).
+        self._drain(self.data_sock)
+        if token_ready:
+            self._drain(self.token_sock)
+        self._on_batch_end()
+
+    def _drain(self, sock: socket.socket) -> None:
+        key = self.key
+        for _ in range(RECV_BATCH_MAX):
+            try:
+                data, source = sock.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. ICMP port unreachable reported on a UDP socket
+                log.debug("ring socket: %s", exc)
+                continue
+            if source[0] not in self.allowed:
+                self.foreign_packets += 1
+                continue
+            if key is not None:
+                try:
+                    data = pk.unseal(key, data)
+                except MalformedPacket:
+                    self.bad_packets += 1
+                    if self.bad_packets % 1000 == 1:
+                        log.warning("dropped ring packet from %s: bad or missing HMAC", source[0])
+                    continue
+            self._on_packet(data)
+
+    def send(self, action: SendPacket) -> None:
+        payload = action.payload
+        if self.key is not None:
+            payload = pk.seal(self.key, payload)
+        try:
+            if action.dest is not None:
+                ip, port, token_port = self.peers[action.dest]
+                sock = self.token_sock if action.channel is Channel.TOKEN else self.data_sock
+                sock.sendto(payload, (ip, token_port if action.channel is Channel.TOKEN else port))
+            elif self.mode == "unicast":
+                sendto = self.data_sock.sendto
+                for address in self._others:
+                    sendto(payload, address)
+            else:
+                self.data_sock.sendto(payload, self.group)
+        except (BlockingIOError, InterruptedError):
+            pass  # a full socket buffer is a lost datagram: the ring retransmits
+        except OSError as exc:
+            log.debug("ring send: %s", exc)
+
+
+def _grow_buffers(sock: socket.socket) -> None:
+    for force, plain in (
+        (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF),
+        (getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF),
+    ):
+        try:
+            if force is None:
+                raise PermissionError
+            sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER_BYTES)
+        except PermissionError:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER_BYTES)
+
+
+# ------------------------------------------------------------------------------- clients
+
+
+class _ClientProtocol(asyncio.Protocol):
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.session = 0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        self.session = self.daemon.client_opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.daemon.client_data(self.session, data)
+
+    def eof_received(self) -> bool:
+        self.daemon.client_data(self.session, b"")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.daemon.client_lost(self.session)
+
+
+# -------------------------------------------------------------------------------- daemon
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: SpreadConfig,
+        me: HostEntry,
+        *,
+        state_dir: str | None = None,
+        metrics_port: int | None = None,
+    ) -> None:
+        self.config = config
+        self.me = me
+        self.paths = default_paths(config, me, state_dir)
+        self.metrics_port = metrics_port
+        self.loop = asyncio.get_running_loop()
+        self.node: Node | None = None
+        self.transport: RingTransport | None = None
+        self._servers: list[asyncio.AbstractServer] = []
+        self._clients: dict[int, _ClientProtocol] = {}
+        self._next_session = 1
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._reading_paused = False
+        self._stopped = asyncio.Event()
+        self._flushing = False
+
+    # ------------------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        key = _read_key(self.config.ring_auth_key_file)
+        self.paths.ring_seq_file.parent.mkdir(parents=True, exist_ok=True)
+        ring_seq = load_ring_seq(self.paths.ring_seq_file) + 1
+        now = self.loop.time()
+        self.transport = RingTransport(
+            self.config, self.me, self.loop, self._on_packet, self._flush, key
+        )
+        try:
+            await self._open_client_servers()
+        except BaseException:
+            self.transport.close()
+            raise
+        self.node = Node(
+            self.config,
+            self.me,
+            ring_seq=ring_seq,
+            now=now,
+            rng=random.Random(random.SystemRandom().getrandbits(64)),
+        )
+        self.transport.start()
+        if self.metrics_port is not None:
+            _start_metrics(self, self.metrics_port)
+        log.info(
+            "spreadpy %s up: ring %s via %s on %s:%d/%d, clients on %s:%d and %s",
+            self.me.name,
+            ring_seq,
+            self.transport.mode,
+            self.me.address,
+            self.me.port,
+            self.me.token_port,
+            self.me.address,
+            self.me.port,
+            self.paths.unix_socket,
+        )
+        self._flush()
+
+    async def _open_client_servers(self) -> None:
+        loop = self.loop
+        host = str(self.me.address)
+        try:
+            server = await loop.create_server(
+                lambda: _ClientProtocol(self), host, self.me.port, reuse_address=True
+            )
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on TCP {host}:{self.me.port}: {exc.strerror}"
+            ) from None
+        self._servers.append(server)
+        for path, factory in (
+            (self.paths.unix_socket, lambda: _ClientProtocol(self)),
+            (self.paths.status_socket, lambda: _StatusProtocol(self)),
+        ):
+            _claim_unix_path(path)
+            self._servers.append(await loop.create_unix_server(factory, path))
+            with contextlib.suppress(OSError):
+                os.chmod(path, 0o777)  # the original's socket is open to every local user
+
+    async def serve_forever(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.loop.add_signal_handler(sig, self._stopped.set)
+        await self._stopped.wait()
+        await self.stop()
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for server in self._servers:
+            server.close()
+        for client in list(self._clients.values()):
+            if client.transport is not None:
+                client.transport.abort()
+        if self.transport is not None:
+            self.transport.close()
+        for path in (self.paths.unix_socket, self.paths.status_socket):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        log.info("Spread daemon exiting normally!")
+
+    # ------------------------------------------------------------------------- inputs
+
+    def _on_packet(self, data: bytes) -> None:
+        assert self.node is not None
+        self.node.receive_packet(data, self.loop.time())
+
+    def client_opened(self, protocol: _ClientProtocol) -> int:
+        session = self._next_session
+        self._next_session += 1
+        self._clients[session] = protocol
+        assert self.node is not None
+        self.node.client_opened(session, self.loop.time())
+        if self._reading_paused and protocol.transport is not None:
+            protocol.transport.pause_reading()
+        self._flush()
+        return session
+
+    def client_data(self, session: int, data: bytes) -> None:
+        assert self.node is not None
+        self.node.client_data(session, data, self.loop.time())
+        self._flush()
+
+    def client_lost(self, session: int) -> None:
+        if self._clients.pop(session, None) is None:
+            return
+        assert self.node is not None
+        self.node.client_lost(session, self.loop.time())
+        self._flush()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        assert self.node is not None
+        # The core tolerates early or late calls; never hand it a time before the deadline.
+        self.node.handle_timer(self.loop.time())
+        self._flush()
+
+    # ------------------------------------------------------------------------ outputs
+
+    def _flush(self) -> None:
+        node = self.node
+        if node is None or self._flushing:
+            return
+        self._flushing = True
+        try:
+            transport = self.transport
+            assert transport is not None
+            for action in node.drain_actions():
+                match action:
+                    case SendPacket():
+                        transport.send(action)
+                    case ToClient(session=session, data=data):
+                        self._write(session, data)
+                    case CloseClient(session=session, reason=reason):
+                        self._close(session, reason)
+                    case PersistRingSeq(ring_seq=ring_seq):
+                        try:
+                            store_ring_seq(self.paths.ring_seq_file, ring_seq)
+                        except OSError as exc:
+                            log.error(
+                                "cannot save ring seq to %s: %s", self.paths.ring_seq_file, exc
+                            )
+            self._apply_backpressure(node)
+            deadline = node.next_deadline()
+            if deadline != self._timer_at:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = self.loop.call_at(deadline, self._on_timer) if deadline else None
+                self._timer_at = deadline
+        finally:
+            self._flushing = False
+
+    def _write(self, session: int, data: bytes) -> None:
+        client = self._clients.get(session)
+        if client is None or client.transport is None or client.transport.is_closing():
+            return
+        client.transport.write(data)
+        if client.transport.get_write_buffer_size() > CLIENT_WRITE_BUFFER_MAX:
+            log.warning("client %d is not reading: dropping it", session)
+            client.transport.abort()
+
+    def _close(self, session: int, reason: str) -> None:
+        client = self._clients.pop(session, None)
+        if client is not None and client.transport is not None:
+            log.debug("closing client %d: %s", session, reason)
+            client.transport.close()
+
+    def _apply_backpressure(self, node: Node) -> None:
+        backlog = node.processor.pending_count()
+        if not self._reading_paused and backlog > RING_BACKLOG_HIGH:
+            self._reading_paused = True
+            for client in self._clients.values():
+                if client.transport is not None:
+                    client.transport.pause_reading()
+        elif self._reading_paused and backlog < RING_BACKLOG_LOW:
+            self._reading_paused = False
+            for client in self._clients.values():
+                if client.transport is not None and not client.transport.is_closing():
+                    client.transport.resume_reading()
+
+    def status(self) -> dict[str, Any]:
+        assert self.node is not None and self.transport is not None
+        status = self.node.status()
+        status["transport"] = {
+            "mode": self.transport.mode,
+            "bad_packets": self.transport.bad_packets,
+            "foreign_packets": self.transport.foreign_packets,
+        }
+        status["unix_socket"] = self.paths.unix_socket
+        return status
+
+
+class _StatusProtocol(asyncio.Protocol):
+    """`spreadpy status`: one JSON document per connection, then close."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        out = cast(asyncio.Transport, transport)
+        out.write(json.dumps(self.daemon.status(), sort_keys=True).encode() + b"\n")
+        out.close()
+
+
+def _claim_unix_path(path: str) -> None:
+    """Take over a socket left by a killed daemon; refuse one a live daemon is serving."""
+    if not os.path.exists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # stale: its daemon is gone
+        return
+    except OSError as exc:
+        raise StartupError(f"{path}: {exc.strerror}") from None
+    finally:
+        probe.close()
+    raise StartupError(f"{path} is served by a running daemon; stop it or set ClientSocketPath")
+
+
+def _read_key(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        key = Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise StartupError(f"RingAuthKeyFile {path}: {exc.strerror}") from None
+    if len(key) < 16:
+        raise StartupError(f"RingAuthKeyFile {path}: a key needs at least 16 bytes")
+    return key
+
+
+def _start_metrics(daemon: Daemon, port: int) -> None:
+    from prometheus_client import start_http_server
+    from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
+
+    class Collector:
+        def collect(self) -> Any:  # Any: prometheus_client's metric families
+            status = daemon.status()
+            for section, values in status["counters"].items():
+                for key, value in values.items():
+                    yield CounterMetricFamily(
+                        f"spreadpy_{section}_{key}", f"{section} {key}", value=value
+                    )
+            yield GaugeMetricFamily(
+                "spreadpy_ring_members", "daemons in the ring", value=len(status["members"])
+            )
+            yield GaugeMetricFamily(
+                "spreadpy_clients", "connected clients", value=status["clients"]
+            )
+
+    REGISTRY.register(Collector())  # type: ignore[no-untyped-call]
+    start_http_server(port, addr="127.0.0.1")
+
+
+# ---------------------------------------------------------------------------- entry points
+
+
+def configure_logging(config: SpreadConfig, name: str) -> None:
+    """EventLogFile, EventTimeStamp and DebugFlags onto `logging` (spread-conf.md §3)."""
+    from .config import DebugFlag, expand_log_path
+
+    handler: logging.Handler
+    if config.event_log_file:
+        path = expand_log_path(config.event_log_file, socket.gethostname())
+        handler = logging.FileHandler(path)
+    else:
+        handler = logging.StreamHandler(sys.stdout)
+    stamp = config.event_timestamp
+    fmt = "%(asctime)s %(message)s" if stamp else "%(message)s"
+    handler.setFormatter(logging.Formatter(fmt, datefmt=stamp))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    verbose = DebugFlag.DEBUG | DebugFlag.PROTOCOL | DebugFlag.MEMBERSHIP
+    root.setLevel(logging.DEBUG if config.debug_mask & verbose else logging.INFO)
+
+
+def drop_privileges(config: SpreadConfig, paths: Paths) -> None:
+    """As root, switch to DaemonUser/DaemonGroup after binding (no chroot: see docs)."""
+    if os.geteuid() != 0:
+        return
+    import grp
+    import pwd
+
+    try:
+        user = pwd.getpwnam(config.daemon_user)
+        group = grp.getgrnam(config.daemon_group)
+    except KeyError:
+        log.warning(
+            "running as root: DaemonUser/DaemonGroup %s/%s do not exist",
+            config.daemon_user,
+            config.daemon_group,
+        )
+        return
+    for path in (paths.ring_seq_file.parent, paths.ring_seq_file):
+        with contextlib.suppress(FileNotFoundError):
+            os.chown(path, user.pw_uid, group.gr_gid)
+    os.setgroups([])
+    os.setgid(group.gr_gid)
+    os.setuid(user.pw_uid)
+    log.info("dropped privileges to %s/%s", config.daemon_user, config.daemon_group)
+
+
+async def run(
+    config: SpreadConfig, me: HostEntry, *, state_dir: str | None, metrics_port: int | None
+) -> int:
+    daemon = Daemon(config, me, state_dir=state_dir, metrics_port=metrics_port)
+    try:
+        await daemon.start()
+    except StartupError as exc:
+        log.error("spreadpy: %s", exc)
+        return 1
+    drop_privileges(config, daemon.paths)
+    await daemon.serve_forever()
+    return 0
+
+
+def main(
+    config: SpreadConfig,
+    me: HostEntry,
+    *,
+    state_dir: str | None = None,
+    metrics_port: int | None = None,
+) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but stay runnable
+        return asyncio.run(run(config, me, state_dir=state_dir, metrics_port=metrics_port))
+    return uvloop.run(run(config, me, state_dir=state_dir, metrics_port=metrics_port))
+
+
+def query_status(path: str, timeout_s: float = 2.0) -> dict[str, Any]:
+    """Ask a running daemon for its status over its status socket."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout_s)
+        sock.connect(path)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    result: dict[str, Any] = json.loads(b"".join(chunks))
+    return result
+
+
+def is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
