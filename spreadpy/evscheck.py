@@ -42,8 +42,10 @@ How each property is judged, where the spec leaves room:
   again from R and installs some T'' instead. Even the strict check therefore treats such a
   member as failed when, after it installed R, a partition separated it from the installer or
   it was paused: to the installer's component a partitioned process cannot be told from a crashed
-  one, which is EVS's failure model. Plain packet loss is not excused: the core must bring the
-  member along (it installs R' late when it learns another member did). With
+  one, which is EVS's failure model. Likewise when the installer itself crashed before the
+  member moved on: nobody left can tell the member that it should have followed. Plain packet
+  loss is not excused: the core must bring the member along (it installs R' late when it
+  learns another member did). With
   `strict_transitional=False` any divergence is allowed, and the member clause still stops the
   installer from listing it again: its next T' may not contain a node that never installed R'.
 - EVS-6: an ordered delivery happens in sent_in(m) or in the transitional view after it, and the
@@ -351,6 +353,7 @@ class EvsChecker:
         # When each pair of nodes was last cut apart, and each node last paused (EVS-5 excuse).
         self._last_apart: dict[frozenset[str], float] = {}
         self._last_pause: dict[str, float] = {}
+        self._last_crash: dict[str, float] = {}
         self._quiesced = False
         self._t = 0.0
         self._handlers: dict[str, Callable[[Mapping[str, object], float], None]] = {
@@ -1016,6 +1019,7 @@ class EvsChecker:
             return
         st.alive = False
         st.paused = False
+        self._last_crash[st.name] = t
         st.safe_obl.clear()
         st.expect_trans.clear()
 
@@ -1068,6 +1072,8 @@ class EvsChecker:
             self._last_apart.get(frozenset((p, q)), inf) >= since
             or self._last_pause.get(p, inf) >= since
             or self._last_pause.get(q, inf) >= since
+            or self._last_crash.get(p, inf) >= since  # the installer died before the other
+            or self._last_crash.get(q, inf) >= since  # could learn of its install
         )
 
     def _on_heal(self, ev: Mapping[str, object], t: float) -> None:
