@@ -21,6 +21,12 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# The deterministic simulator: every EVS property checked on every seed.
+SEEDS ?= 10000
+sim: install
+	$(PY) -m spreadpy.sim --seeds $(SEEDS) --nodes 5 --loss 0.1 --dup 0.05 --reorder 0.05 --faults none
+	$(PY) -m spreadpy.sim --seeds $(SEEDS) --nodes 3 --nodes-max 7 --loss 0.1 --dup 0.05 --reorder 0.05 --faults all
+
 format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
