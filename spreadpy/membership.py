@@ -94,6 +94,13 @@ class TotemConfig:
     idle_visits_before_hold: int = 2
 
     @property
+    def commit_timeout_s(self) -> float:
+        # A commit token that does not come back in this time is lost. Well below the
+        # consensus timeout: a member stuck waiting for it must be back in GATHER, sending
+        # joins, before the others give up on it for its silence (seed 2532 of the sweep).
+        return min(self.token_timeout_s, self.consensus_timeout_s / 2)
+
+    @property
     def hold_s(self) -> float:
         # The representative holds an idle token this long: well inside everybody's
         # retransmit and loss timers, so a held token is never mistaken for a lost one.
@@ -817,7 +824,7 @@ class Processor:
         self._actions.append(PersistRingSeq(c.ring_id[0]))
         self.join_at = None
         self.consensus_at = None
-        self.token_loss_at = now + self.config.token_timeout_s
+        self.token_loss_at = now + self.config.commit_timeout_s
         self._forward_commit(c, now)
 
     def _forward_commit(self, c: CommitToken, now: float) -> None:
@@ -884,7 +891,7 @@ class Processor:
         self._hold_cancelled = False
         c = CommitToken(c.ring_id, c.token_seq + 1, c.hop + 1, c.members, c.entries)
         self._commit = c
-        self.token_loss_at = now + self.config.token_timeout_s
+        self.token_loss_at = now + self.config.commit_timeout_s
         self._forward_commit(c, now)
 
     def _originate_token(self, now: float) -> None:
