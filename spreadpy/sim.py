@@ -131,6 +131,8 @@ class Simulation:
         self.persisted: dict[int, int] = {i: 0 for i in self.nodes}
         self.groups: dict[int, int] = {i: 0 for i in self.nodes}  # partition component per node
         self.oneway: set[tuple[int, int]] = set()
+        # Extra loss on packets *to* a node: a slow or badly connected receiver.
+        self.receive_loss: dict[int, float] = {}
         self._tx_free_at: dict[int, float] = {i: 0.0 for i in self.nodes}
         self._sent_count: dict[int, int] = {i: 0 for i in self.nodes}
         self._msg_ids: dict[tuple[int, int], str] = {}  # (node, msg_no) -> trace id
@@ -181,8 +183,9 @@ class Simulation:
                 self._push(depart, "pkt", (dst, payload, src))
                 continue
             copies = 2 if rng.random() < opts.dup else 1
+            loss = opts.loss + self.receive_loss.get(dst, 0.0)
             for _ in range(copies):
-                if rng.random() < opts.loss:
+                if rng.random() < loss:
                     continue
                 delay = self.base_delay_s + rng.expovariate(1 / self.jitter_s)
                 if rng.random() < opts.reorder:
@@ -338,6 +341,7 @@ class Simulation:
         for node in self.groups:
             self.groups[node] = 0
         self.oneway = set()
+        self.receive_loss = {}
         self.events.append({"t": round(self.now, 9), "ev": "heal"})
 
     def pause(self, node: int) -> None:
@@ -459,7 +463,7 @@ class Simulation:
                 for node, n in self.nodes.items():
                     if n.paused:
                         self.resume(node)
-                if any(g != 0 for g in self.groups.values()) or self.oneway:
+                if any(g != 0 for g in self.groups.values()) or self.oneway or self.receive_loss:
                     self.heal()
                 for node in restart or ():
                     self.restart(node)
