@@ -440,13 +440,18 @@ class Daemon:
         try:
             transport = self.transport
             assert transport is not None
+            # One write per client per flush: a write is a system call.
+            outgoing: dict[int, list[bytes]] = {}
             for action in node.drain_actions():
                 match action:
                     case SendPacket():
                         transport.send(action)
                     case ToClient(session=session, data=data):
-                        self._write(session, data)
+                        outgoing.setdefault(session, []).append(data)
                     case CloseClient(session=session, reason=reason):
+                        pending = outgoing.pop(session, None)
+                        if pending:
+                            self._write(session, b"".join(pending))
                         self._close(session, reason)
                     case PersistRingSeq(ring_seq=ring_seq):
                         try:
@@ -455,6 +460,8 @@ class Daemon:
                             log.error(
                                 "cannot save ring seq to %s: %s", self.paths.ring_seq_file, exc
                             )
+            for session, chunks in outgoing.items():
+                self._write(session, chunks[0] if len(chunks) == 1 else b"".join(chunks))
             self._apply_backpressure(node)
             deadline = node.next_deadline()
             if deadline != self._timer_at:

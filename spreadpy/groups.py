@@ -164,14 +164,21 @@ _SERVICE_BITS: Final = (
 _MCAST_TYPE_BITS: Final = int(_ST.REGULAR_MESS | _ST.SELF_DISCARD)
 
 
+# Every valid multicast type (one service bit, SELF_DISCARD or not) -> its ring service. A
+# table, because this runs three times per message and IntFlag arithmetic is slow.
+_RING_SERVICE: Final = {
+    int(bit) | extra: svc for bit, svc in _SERVICE_BITS for extra in (0, int(_ST.SELF_DISCARD))
+}
+
+
 def ring_service(service_type: int) -> Service:
     """The ring service for a client multicast type: exactly one service bit (SELF_DISCARD ok)."""
-    if service_type & ~_MCAST_TYPE_BITS:
-        raise ValueError(f"service type {service_type:#x} has bits besides a service level")
-    found = [svc for bit, svc in _SERVICE_BITS if service_type & bit]
-    if len(found) != 1:
+    svc = _RING_SERVICE.get(int(service_type))
+    if svc is None:
+        if service_type & ~_MCAST_TYPE_BITS:
+            raise ValueError(f"service type {service_type:#x} has bits besides a service level")
         raise ValueError(f"service type {service_type:#x} needs exactly one service bit")
-    return found[0]
+    return svc
 
 
 # ------------------------------------------------------------------------------------- epochs
