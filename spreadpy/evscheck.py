@@ -40,12 +40,12 @@ How each property is judged, where the spec leaves room:
   That last clause is stronger than Totem's install step can give: a member that loses the
   final recovery token (partition or plain loss right after another member installed) gathers
   again from R and installs some T'' instead. Even the strict check therefore treats such a
-  member as failed when, after it installed R, a partition separated it from the installer or
-  it was paused: to the installer's component a partitioned process cannot be told from a crashed
-  one, which is EVS's failure model. Likewise when the installer itself crashed before the
-  member moved on: nobody left can tell the member that it should have followed. Plain packet
-  loss is not excused: the core must bring the member along (it installs R' late when it
-  learns another member did). With
+  member as failed when, after it installed R, the network was partitioned (even a partition
+  that leaves the two together can cut the installer off from everyone the member goes on
+  with), a link failed one way, or a node paused or crashed: to the installer's component a
+  partitioned process cannot be told from a crashed one, which is EVS's failure model. Plain
+  packet loss is not excused: the core must bring the member along (it installs R' late when
+  it learns another member did). With
   `strict_transitional=False` any divergence is allowed, and the member clause still stops the
   installer from listing it again: its next T' may not contain a node that never installed R'.
 - EVS-6: an ordered delivery happens in sent_in(m) or in the transitional view after it, and the
@@ -354,6 +354,7 @@ class EvsChecker:
         self._last_apart: dict[frozenset[str], float] = {}
         self._last_pause: dict[str, float] = {}
         self._last_crash: dict[str, float] = {}
+        self._last_disruption = float("-inf")
         self._quiesced = False
         self._t = 0.0
         self._handlers: dict[str, Callable[[Mapping[str, object], float], None]] = {
@@ -1020,6 +1021,7 @@ class EvsChecker:
         st.alive = False
         st.paused = False
         self._last_crash[st.name] = t
+        self._last_disruption = t
         st.safe_obl.clear()
         st.expect_trans.clear()
 
@@ -1039,6 +1041,7 @@ class EvsChecker:
         self._fault(t, st.name, "pause")
         st.paused = True
         self._last_pause[st.name] = t
+        self._last_disruption = t
 
     def _on_resume(self, ev: Mapping[str, object], t: float) -> None:
         self._node(ev).paused = False
@@ -1057,6 +1060,7 @@ class EvsChecker:
             return
         self._groups = [frozenset(str(n) for n in g) for g in groups]
         self._oneway = [(str(a), str(b)) for a, b in oneway]
+        self._last_disruption = t
         for i, group in enumerate(self._groups):
             for other in self._groups[i + 1 :]:
                 for a in group:
@@ -1066,10 +1070,18 @@ class EvsChecker:
             self._last_apart[frozenset((a, b))] = t
 
     def _separated(self, p: str, q: str, since: float) -> bool:
-        """Were p and q cut apart by a partition, or either paused, at or after `since`?"""
+        """Could a fault since `since` have kept q from learning that p installed its view?
+
+        A partition in effect at any time since then (even one that leaves p and q together:
+        it can cut p off from the others q goes on with), a one-way link, a pause or a crash
+        anywhere counts.
+        """
         inf = float("-inf")
         return (
-            self._last_apart.get(frozenset((p, q)), inf) >= since
+            self._last_disruption >= since
+            or self._groups is not None
+            or bool(self._oneway)
+            or self._last_apart.get(frozenset((p, q)), inf) >= since
             or self._last_pause.get(p, inf) >= since
             or self._last_pause.get(q, inf) >= since
             or self._last_crash.get(p, inf) >= since  # the installer died before the other
@@ -1077,6 +1089,8 @@ class EvsChecker:
         )
 
     def _on_heal(self, ev: Mapping[str, object], t: float) -> None:
+        if self._groups is not None or self._oneway:
+            self._last_disruption = t  # the partition lasted until now
         self._groups = None
         self._oneway = []
 

@@ -233,6 +233,9 @@ class Processor:
         self.view: object = self.ring.ring_id
         self.highest_ring_seq = ring_seq
         self.committed_ring_seq = ring_seq
+        self.incarnation = ring_seq  # grows across restarts: it is persisted
+        self._join_seq = 0
+        self._joins_seen: dict[int, tuple[int, int]] = {}  # sender -> newest (incarnation, seq)
         self.proc_set: set[int] = {me}
         self.fail_set: set[int] = set()
         self.consensus: set[int] = set()
@@ -684,14 +687,28 @@ class Processor:
         self.consensus_at = now + cfg.consensus_timeout_s
 
     def _send_join(self) -> None:
+        self._join_seq += 1
         join = Join(
-            self.me, self.highest_ring_seq, frozenset(self.proc_set), frozenset(self.fail_set)
+            self.me,
+            self.incarnation,
+            self._join_seq,
+            self.highest_ring_seq,
+            frozenset(self.proc_set),
+            frozenset(self.fail_set),
         )
         self._send(None, Channel.DATA, pk.encode_join(join))
 
     def _on_join(self, j: Join, now: float) -> None:
         if j.sender == self.me:
             return
+        stamp = (j.incarnation, j.join_seq)
+        newest = self._joins_seen.get(j.sender)
+        if newest is not None and stamp <= newest:
+            # Overtaken by a newer join of the same sender: its sets are history. A late join
+            # that still lists us as failed would fail its sender again (seed 5030).
+            self.counters.stale_dropped += 1
+            return
+        self._joins_seen[j.sender] = stamp
         self._note_ring_seq(j.ring_seq)
         state = self.state
         if state is State.OPERATIONAL:

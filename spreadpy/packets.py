@@ -12,8 +12,8 @@ DATA (data port, multicast)        kind, flags, ring_seq u64, ring_rep u32, seq 
 TOKEN (token port, unicast)        kind, flags, ring_seq u64, ring_rep u32, token_seq u32, seq u32,
                                    aru u32, aru_node u32, safe u32, fcc u32, backlog u32,
                                    sender u32, rtr_count u16, rtr seqs u32...
-JOIN (data port, multicast)        kind, sender u32, ring_seq u64, n_proc u16, n_fail u16,
-                                   ids u32...
+JOIN (data port, multicast)        kind, sender u32, incarnation u64, join_seq u32, ring_seq u64,
+                                   n_proc u16, n_fail u16, ids u32...
 COMMIT (token port, unicast)       kind, ring_seq u64, ring_rep u32, token_seq u32, hop u16, n u16,
                                    members u32 x n, then n entries, each two ring states
                                    (installed, then prepared; all zero when there is none):
@@ -73,7 +73,7 @@ RingId = tuple[int, int]  # (ring_seq, rep): ordered by seq first, rep breaks ti
 
 _DATA_HDR = struct.Struct("!BBQIIIH")
 _TOKEN_HDR = struct.Struct("!BBQIIIIIIIIIH")
-_JOIN_HDR = struct.Struct("!BIQHH")
+_JOIN_HDR = struct.Struct("!BIQIQHH")
 _COMMIT_HDR = struct.Struct("!BQIIHH")
 _COMMIT_ENTRY = struct.Struct("!QIIIIQIIIIB")
 _PROBE = struct.Struct("!BIQI")
@@ -120,6 +120,10 @@ class Token:
 @dataclass(frozen=True, slots=True)
 class Join:
     sender: int
+    # (incarnation, join_seq) grows with every join a processor sends, also across restarts
+    # (the incarnation is the ring seq it started with): a late, reordered join is recognised.
+    incarnation: int
+    join_seq: int
     ring_seq: int
     proc_set: frozenset[int]
     fail_set: frozenset[int]
@@ -210,7 +214,9 @@ def encode_join(j: Join) -> bytes:
     procs = sorted(j.proc_set)
     fails = sorted(j.fail_set)
     ids = procs + fails
-    head = _JOIN_HDR.pack(Kind.JOIN, j.sender, j.ring_seq, len(procs), len(fails))
+    head = _JOIN_HDR.pack(
+        Kind.JOIN, j.sender, j.incarnation, j.join_seq, j.ring_seq, len(procs), len(fails)
+    )
     return head + struct.pack(f"!{len(ids)}I", *ids)
 
 
@@ -316,12 +322,14 @@ def _decode_token(data: bytes) -> Token:
 
 
 def _decode_join(data: bytes) -> Join:
-    _, sender, ring_seq, n_proc, n_fail = _JOIN_HDR.unpack_from(data, 0)
+    _, sender, incarnation, join_seq, ring_seq, n_proc, n_fail = _JOIN_HDR.unpack_from(data, 0)
     n = n_proc + n_fail
     if n > MAX_IDS or len(data) != _JOIN_HDR.size + 4 * n:
         raise MalformedPacket("join length does not match its lists")
     ids = struct.unpack_from(f"!{n}I", data, _JOIN_HDR.size)
-    return Join(sender, ring_seq, frozenset(ids[:n_proc]), frozenset(ids[n_proc:]))
+    return Join(
+        sender, incarnation, join_seq, ring_seq, frozenset(ids[:n_proc]), frozenset(ids[n_proc:])
+    )
 
 
 def _decode_commit(data: bytes) -> CommitToken:

@@ -34,8 +34,8 @@ ROUND_TRIPS = [
     ),
     (
         "join",
-        pk.encode_join(pk.Join(2, 9, frozenset({1, 2, 3}), frozenset({3}))),
-        pk.Join(2, 9, frozenset({1, 2, 3}), frozenset({3})),
+        pk.encode_join(pk.Join(2, 5, 77, 9, frozenset({1, 2, 3}), frozenset({3}))),
+        pk.Join(2, 5, 77, 9, frozenset({1, 2, 3}), frozenset({3})),
     ),
     (
         "merge detect",

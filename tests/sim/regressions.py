@@ -21,3 +21,16 @@ REGRESSIONS: list[tuple[int, str, str]] = [
     (4, "all", "EVS-12: SAFE message placed on different sides of the transitional view"),
     (36, "all", "late install of a ring another member installed"),
 ]
+
+# Found by `python -m spreadpy.sim --nodes 3 --nodes-max 7 --faults all --messages 150` (the
+# node count is drawn per seed from 3..7, as in test_sweep): (seed, what it caught).
+SWEEP_REGRESSIONS: list[tuple[int, str]] = [
+    (2532, "a member stuck in COMMIT was failed for its silence: commit timeout now < consensus"),
+    (2954, "installer crashed before the member could learn of the install (checker)"),
+    (3724, "run ended in the middle of a membership change (simulator)"),
+    (5030, "a late, reordered join listing a node as failed kept excluding it from every ring"),
+    (4252, "a one-way link in effect kept a member from following (checker)"),
+    (5116, "a partition cut the installer off from the others a member went on with (checker)"),
+    (6906, "a token lost under 10% loss with the fast profile right at the end of the run"),
+    (7247, "same as 6906"),
+]

@@ -12,16 +12,16 @@ import pytest
 
 from spreadpy.sim import SimOptions, run_seed
 
-from .regressions import REGRESSIONS
+from .regressions import REGRESSIONS, SWEEP_REGRESSIONS
 
 NET = {"loss": 0.1, "dup": 0.05, "reorder": 0.05}
 
 
-def _sweep(seeds: range, faults: str, nodes: tuple[int, int]) -> list[str]:
+def _sweep(seeds: range, faults: str, nodes: tuple[int, int], messages: int = 120) -> list[str]:
     failures = []
     for seed in seeds:
         count = random.Random(seed).randint(*nodes)
-        result = run_seed(seed, SimOptions(nodes=count, faults=faults, messages=120, **NET))
+        result = run_seed(seed, SimOptions(nodes=count, faults=faults, messages=messages, **NET))
         if result.violations:
             failures.append(f"seed {seed} ({count} nodes): {result.violations[0]}")
     return failures
@@ -43,3 +43,8 @@ def test_membership_sweep_all_faults(block: int) -> None:
 def test_regression_seed(seed: int, faults: str, what: str) -> None:
     result = run_seed(seed, SimOptions(nodes=5, faults=faults, **NET))
     assert result.violations == [], what
+
+
+@pytest.mark.parametrize(("seed", "what"), SWEEP_REGRESSIONS)
+def test_sweep_regression_seed(seed: int, what: str) -> None:
+    assert _sweep(range(seed, seed + 1), "all", (3, 7), messages=150) == [], what
