@@ -313,6 +313,9 @@ class Node:
         """Move actions between ring, groups and sessions until nothing is left to move."""
         proc, groups = self.processor, self.groups
         actions = self._actions
+        last_message: object = None
+        last_endian: object = None
+        last_bytes = b""
         while True:
             moved = False
             for action in proc.drain_actions():
@@ -334,7 +337,14 @@ class Node:
                         client = self._clients.get(session)
                         if client is None:
                             continue
-                        actions.append(ToClient(session, client.wire.send(message)))
+                        wire = client.wire
+                        # A message for several sessions is one object: encode it once.
+                        if message is last_message and wire.endian is last_endian:
+                            data = wire.send(message, last_bytes)
+                        else:
+                            data = wire.send(message)
+                            last_message, last_endian, last_bytes = message, wire.endian, data
+                        actions.append(ToClient(session, data))
                         groups.session_written(session)
                     case CloseSession(session=session, reason=reason):
                         self._emit_close(session, b"", reason)

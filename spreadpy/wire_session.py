@@ -515,15 +515,21 @@ class ServerSession:
         self._buf.clear()
         return data
 
-    def send(self, message: DaemonMessage) -> bytes:
-        """`message` encoded for this client, in the daemon's byte order (§7)."""
+    def send(self, message: DaemonMessage, encoded: bytes | None = None) -> bytes:
+        """`message` encoded for this client, in the daemon's byte order (§7).
+
+        `encoded`: the same message already encoded in this session's byte order (a message
+        for many sessions is encoded once).
+        """
         self._machine.require(ServerInput.SEND)
         notice = isinstance(message, (MembershipMessage, TransitionalMessage, SelfLeave))
         if notice and not self.wants_membership:
             raise LocalProtocolError("this client did not ask for membership messages (§7.6)")
         if isinstance(message, RejectMessage) and message.sender != self.private_group:
             raise LocalProtocolError("a reject goes only to the session that sent the request")
-        data = encode_daemon_message(message, endian=self._endian)
+        data = (
+            encoded if encoded is not None else encode_daemon_message(message, endian=self._endian)
+        )
         self._machine.fire(ServerInput.SEND)
         return data
 
