@@ -92,6 +92,10 @@ class TotemConfig:
     seq_gap_max: int = 1600
     rtr_max: int = 256
     idle_visits_before_hold: int = 2
+    # A member that has not been able to fill a gap for this long leaves the ring instead of
+    # holding everyone's safe line (and so, through the seq gap, the ring) back forever
+    # (totem.md pitfall P2; Corosync counts 2500 token visits, we count time).
+    fail_to_receive_s: float = 10.0
 
     @property
     def commit_timeout_s(self) -> float:
@@ -179,6 +183,7 @@ class Counters:
     bad_packets: int = 0
     views: int = 0
     stale_dropped: int = 0
+    failed_to_receive: int = 0
 
 
 @dataclass(slots=True)
@@ -254,6 +259,8 @@ class Processor:
         self._prev_sent = 0
         self._prev_backlog = 0
         self._idle_visits = 0
+        self._stall_aru = 0  # fail-to-receive: my_aru, and since when it has not moved
+        self._stall_since = now
         self._last_token: tuple[int, bytes] | None = None  # (dest, bytes) kept for retransmit
         self._held_token: Token | None = None
         self._hold_cancelled = False
@@ -548,6 +555,25 @@ class Processor:
         self._prev_backlog = cur_backlog
 
         # 4. Ask for what we lack among the seqs that had a whole rotation to reach us.
+        if ring.my_aru < self._prev_visit_seq:
+            if ring.my_aru > self._stall_aru:
+                self._stall_aru, self._stall_since = ring.my_aru, now
+            elif (
+                now - self._stall_since > cfg.fail_to_receive_s and self.state is State.OPERATIONAL
+            ):
+                self.log.warning(
+                    "failed to receive seq %d for %.1fs: leaving ring %s",
+                    ring.my_aru + 1,
+                    now - self._stall_since,
+                    ring.ring_id,
+                )
+                self.counters.failed_to_receive += 1
+                self.proc_set = {me}
+                self.fail_set = set(ring.members) - {me}
+                self._enter_gather(now, "failed to receive")
+                return
+        else:
+            self._stall_aru, self._stall_since = ring.my_aru, now
         if ring.my_aru < self._prev_visit_seq and len(tok.rtr) < cfg.rtr_max:
             asked = set(tok.rtr)
             for seq in ring.missing(self._prev_visit_seq, cfg.rtr_max - len(tok.rtr)):
@@ -905,6 +931,7 @@ class Processor:
         self._prev_sent = 0
         self._prev_backlog = 0
         self._idle_visits = 0
+        self._stall_aru, self._stall_since = 0, now
         self._hold_cancelled = False
         c = CommitToken(c.ring_id, c.token_seq + 1, c.hop + 1, c.members, c.entries)
         self._commit = c

@@ -47,7 +47,7 @@ from .membership import (
     TotemConfig,
     ViewChange,
 )
-from .packets import SERVICE_NAMES, Service
+from .packets import SERVICE_NAMES, Kind, Service
 
 FAULT_KINDS = ("none", "crash", "partition", "all")
 INF = float("inf")
@@ -133,6 +133,9 @@ class Simulation:
         self.oneway: set[tuple[int, int]] = set()
         # Extra loss on packets *to* a node: a slow or badly connected receiver.
         self.receive_loss: dict[int, float] = {}
+        # Nodes that get no multicast data packets at all, only tokens and membership
+        # traffic: a receiver that keeps missing the same messages (pitfall P2).
+        self.deaf_to_data: set[int] = set()
         self._tx_free_at: dict[int, float] = {i: 0.0 for i in self.nodes}
         self._sent_count: dict[int, int] = {i: 0 for i in self.nodes}
         self._msg_ids: dict[tuple[int, int], str] = {}  # (node, msg_no) -> trace id
@@ -178,6 +181,8 @@ class Simulation:
         depart = max(self.now, self._tx_free_at[src]) + len(payload) / self.bandwidth_bps
         self._tx_free_at[src] = depart
         targets = [dest] if dest is not None else [n for n in self.nodes if n != src]
+        if self.deaf_to_data and payload[0] == Kind.DATA:
+            targets = [n for n in targets if n not in self.deaf_to_data]
         for dst in targets:
             if dst == src:
                 self._push(depart, "pkt", (dst, payload, src))
@@ -342,6 +347,7 @@ class Simulation:
             self.groups[node] = 0
         self.oneway = set()
         self.receive_loss = {}
+        self.deaf_to_data = set()
         self.events.append({"t": round(self.now, 9), "ev": "heal"})
 
     def pause(self, node: int) -> None:
@@ -463,7 +469,12 @@ class Simulation:
                 for node, n in self.nodes.items():
                     if n.paused:
                         self.resume(node)
-                if any(g != 0 for g in self.groups.values()) or self.oneway or self.receive_loss:
+                if (
+                    any(g != 0 for g in self.groups.values())
+                    or self.oneway
+                    or self.receive_loss
+                    or self.deaf_to_data
+                ):
                     self.heal()
                 for node in restart or ():
                     self.restart(node)

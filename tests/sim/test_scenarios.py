@@ -280,3 +280,19 @@ def test_ring_never_runs_ahead_of_its_slowest_member() -> None:
     # itself trails the slowest member's aru: a slow receiver throttles the ring.
     assert 0 < worst <= config.seq_gap_max + config.personal_window
     assert_clean(sim)
+
+
+def test_member_that_cannot_receive_leaves_the_ring() -> None:
+    config = replace(DEFAULT, fail_to_receive_s=2.0)
+    sim = make_sim(nodes=3, config=config)
+    sim.deaf_to_data.add(3)  # tokens and joins reach n3, data never does (pitfall P2)
+    for i in range(50):
+        sim.at(sim.now + 0.01 * i, lambda: sim.submit(1, Service.SAFE, 100))
+    sim.run_until(sim.now + 8.0)
+    # n3 holds back every SAFE message until it gives up; then n1 and n2 go on without it
+    # (and n3 is merged back in by the representative's merge probe: no data is flowing).
+    assert ["n1", "n2"] in [members for _, members in regular_views(sim, 1)]
+    assert len(delivered(sim, 2)) == 50
+    proc = sim.nodes[3].proc
+    assert proc is not None and proc.counters.failed_to_receive == 1
+    assert_clean(sim)
