@@ -141,7 +141,15 @@ def run_daemon(args: argparse.Namespace, config: SpreadConfig) -> int:
         _print_problems(exc)
         return 1
     daemon.configure_logging(config, me.name)
-    return daemon.main(config, me, state_dir=args.state_dir, metrics_port=args.metrics_port)
+    # -l y: like the original, a membership log named after the daemon in the working directory.
+    membership_log = f"{me.name}.log" if args.membership_log == "y" else None
+    return daemon.main(
+        config,
+        me,
+        state_dir=args.state_dir,
+        metrics_port=args.metrics_port,
+        membership_log=membership_log,
+    )
 
 
 def status_main(argv: list[str]) -> int:

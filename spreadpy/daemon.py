@@ -42,7 +42,7 @@ from . import packets as pk
 from .config import HostEntry, SpreadConfig
 from .errors import MalformedPacket
 from .membership import Channel, PersistRingSeq, SendPacket
-from .node import CloseClient, Node, ToClient
+from .node import CloseClient, Node, ToClient, ViewInstalled
 
 log = logging.getLogger("spreadpy")
 
@@ -295,11 +295,13 @@ class Daemon:
         *,
         state_dir: str | None = None,
         metrics_port: int | None = None,
+        membership_log: str | None = None,
     ) -> None:
         self.config = config
         self.me = me
         self.paths = default_paths(config, me, state_dir)
         self.metrics_port = metrics_port
+        self.membership_log = membership_log
         self.loop = asyncio.get_running_loop()
         self.node: Node | None = None
         self.transport: RingTransport | None = None
@@ -453,6 +455,8 @@ class Daemon:
                         if pending:
                             self._write(session, b"".join(pending))
                         self._close(session, reason)
+                    case ViewInstalled():
+                        self._log_view(action)
                     case PersistRingSeq(ring_seq=ring_seq):
                         try:
                             store_ring_seq(self.paths.ring_seq_file, ring_seq)
@@ -471,6 +475,17 @@ class Daemon:
                 self._timer_at = deadline
         finally:
             self._flushing = False
+
+    def _log_view(self, view: ViewInstalled) -> None:
+        kind = "regular" if view.kind == "reg" else "transitional"
+        line = f"{kind} membership {view.view}: {' '.join(view.members)}"
+        log.info("%s", line)
+        if self.membership_log is not None:
+            try:
+                with open(self.membership_log, "a") as f:
+                    f.write(f"{line}\n")
+            except OSError as exc:
+                log.warning("membership log %s: %s", self.membership_log, exc)
 
     def _write(self, session: int, data: bytes) -> None:
         client = self._clients.get(session)
@@ -626,9 +641,16 @@ def drop_privileges(config: SpreadConfig, paths: Paths) -> None:
 
 
 async def run(
-    config: SpreadConfig, me: HostEntry, *, state_dir: str | None, metrics_port: int | None
+    config: SpreadConfig,
+    me: HostEntry,
+    *,
+    state_dir: str | None,
+    metrics_port: int | None,
+    membership_log: str | None = None,
 ) -> int:
-    daemon = Daemon(config, me, state_dir=state_dir, metrics_port=metrics_port)
+    daemon = Daemon(
+        config, me, state_dir=state_dir, metrics_port=metrics_port, membership_log=membership_log
+    )
     try:
         await daemon.start()
     except StartupError as exc:
@@ -645,12 +667,17 @@ def main(
     *,
     state_dir: str | None = None,
     metrics_port: int | None = None,
+    membership_log: str | None = None,
 ) -> int:
+    """Run the daemon until SIGINT/SIGTERM. `membership_log`: a file for `-l y`."""
+    coroutine = run(
+        config, me, state_dir=state_dir, metrics_port=metrics_port, membership_log=membership_log
+    )
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency, but stay runnable
-        return asyncio.run(run(config, me, state_dir=state_dir, metrics_port=metrics_port))
-    return uvloop.run(run(config, me, state_dir=state_dir, metrics_port=metrics_port))
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
 
 
 def query_status(path: str, timeout_s: float = 2.0) -> dict[str, Any]:

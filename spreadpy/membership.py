@@ -368,7 +368,7 @@ class Processor:
         self.view = view
         self.counters.views += 1
         self._actions.append(ViewChange(kind, view, members))
-        self.log.info("view %s %s members %s", kind, view, members)
+        self.log.debug("view %s %s members %s", kind, view, members)
 
     def _note_ring_seq(self, ring_seq: int) -> None:
         if ring_seq > self.highest_ring_seq:

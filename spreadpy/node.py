@@ -13,8 +13,8 @@ Inputs, each with the time passed in:
   client_data(session, data, now)   bytes from a client; b"" when it closed its side
   client_lost(session, now)         the transport failed or we closed it
   handle_timer(now)
-Outputs: drain_actions() -> SendPacket, ToClient, CloseClient, PersistRingSeq;
-next_deadline().
+Outputs: drain_actions() -> SendPacket, ToClient, CloseClient, PersistRingSeq,
+ViewInstalled; next_deadline().
 
 Ring node ids are 1-based positions in the configuration's host list: the same at every daemon
 that reads the same file.
@@ -70,7 +70,16 @@ class CloseClient:
     reason: str
 
 
-NodeAction = SendPacket | ToClient | CloseClient | PersistRingSeq
+@dataclass(frozen=True, slots=True)
+class ViewInstalled:
+    """A daemon membership change, for logs and the membership log (`-l y`)."""
+
+    kind: str  # "reg" or "trans"
+    view: object
+    members: tuple[str, ...]  # daemon names
+
+
+NodeAction = SendPacket | ToClient | CloseClient | PersistRingSeq | ViewInstalled
 
 
 @dataclass(slots=True)
@@ -323,9 +332,11 @@ class Node:
                 match action:
                     case Deliver():
                         groups.deliver(action)
-                    case ViewChange():
+                    case ViewChange(kind=kind, view=view, members=members):
                         self.views = [*self.views[-9:], action]
                         groups.view_change(action)
+                        names = tuple(self.config.hosts[m - 1].name for m in members)
+                        actions.append(ViewInstalled(kind, view, names))
                     case SendPacket() | PersistRingSeq():
                         actions.append(action)
             for action in groups.drain_actions():
