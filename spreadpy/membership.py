@@ -96,6 +96,9 @@ class TotemConfig:
     # holding everyone's safe line (and so, through the seq gap, the ring) back forever
     # (totem.md pitfall P2; Corosync counts 2500 token visits, we count time).
     fail_to_receive_s: float = 10.0
+    # Daemons only form rings with daemons of the same tag (the daemon uses its configuration
+    # hash, as Spread drops packets of differently configured daemons).
+    cluster_tag: int = 0
 
     @property
     def commit_timeout_s(self) -> float:
@@ -184,6 +187,7 @@ class Counters:
     views: int = 0
     stale_dropped: int = 0
     failed_to_receive: int = 0
+    foreign_config: int = 0
 
 
 @dataclass(slots=True)
@@ -241,6 +245,7 @@ class Processor:
         self.incarnation = ring_seq  # grows across restarts: it is persisted
         self._join_seq = 0
         self._joins_seen: dict[int, tuple[int, int]] = {}  # sender -> newest (incarnation, seq)
+        self._peers_ok: set[int] = set()  # senders seen with our cluster tag
         self.proc_set: set[int] = {me}
         self.fail_set: set[int] = set()
         self.consensus: set[int] = set()
@@ -317,7 +322,7 @@ class Processor:
             elif not self._cancel_sent and self.me != self.ring.rep:
                 # The representative may be holding an idle token: ask for it.
                 self._cancel_sent = True
-                probe = Probe(Kind.HOLD_CANCEL, self.me, self.ring.ring_id)
+                probe = Probe(Kind.HOLD_CANCEL, self.me, self.ring.ring_id, self.config.cluster_tag)
                 self._send(self.ring.rep, Channel.DATA, pk.encode_probe(probe))
         return msg_no
 
@@ -388,7 +393,8 @@ class Processor:
             if self.state is State.OPERATIONAL:
                 self._deliver_ready(ring)
             return
-        self._foreign(pkt.sender, pkt.ring_id, now)
+        if pkt.sender in self._peers_ok:  # data carries no cluster tag: trust known peers only
+            self._foreign(pkt.sender, pkt.ring_id, now)
 
     def _store(self, ring: RingStore, pkt: DataPacket, raw: bytes) -> None:
         if not ring.store(pkt, raw):
@@ -665,6 +671,10 @@ class Processor:
     def _on_probe(self, probe: Probe, now: float) -> None:
         if probe.sender == self.me:
             return
+        if probe.tag != self.config.cluster_tag:
+            self.counters.foreign_config += 1
+            return
+        self._peers_ok.add(probe.sender)
         if probe.ring_id == self.ring.ring_id:
             if probe.kind is Kind.HOLD_CANCEL and self.state is State.OPERATIONAL:
                 if self._held_token is not None:
@@ -680,7 +690,7 @@ class Processor:
         self.merge_at = None
         if self.state is not State.OPERATIONAL or self.me != self.ring.rep:
             return
-        probe = Probe(Kind.MERGE_DETECT, self.me, self.ring.ring_id)
+        probe = Probe(Kind.MERGE_DETECT, self.me, self.ring.ring_id, self.config.cluster_tag)
         self._send(None, Channel.DATA, pk.encode_probe(probe))
         self.merge_at = now + self.config.merge_detect_s
 
@@ -721,12 +731,17 @@ class Processor:
             self.highest_ring_seq,
             frozenset(self.proc_set),
             frozenset(self.fail_set),
+            self.config.cluster_tag,
         )
         self._send(None, Channel.DATA, pk.encode_join(join))
 
     def _on_join(self, j: Join, now: float) -> None:
         if j.sender == self.me:
             return
+        if j.tag != self.config.cluster_tag:
+            self.counters.foreign_config += 1
+            return
+        self._peers_ok.add(j.sender)
         stamp = (j.incarnation, j.join_seq)
         newest = self._joins_seen.get(j.sender)
         if newest is not None and stamp <= newest:

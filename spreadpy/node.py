@@ -118,6 +118,7 @@ def totem_config(config: SpreadConfig) -> TotemConfig:
         window=config.window,
         personal_window=config.personal_window,
         accelerated_window=config.accelerated_window if config.accelerated_ring else 0,
+        cluster_tag=config.config_hash & 0xFFFFFFFF,
     )
 
 

@@ -128,6 +128,7 @@ class Simulation:
         self._heap: list[tuple[float, int, str, Any]] = []
         self._counter = 0
         self.nodes = {i: _Node() for i in range(1, options.nodes + 1)}
+        self.node_configs: dict[int, TotemConfig] = {}  # per-node overrides, from the next start
         self.persisted: dict[int, int] = {i: 0 for i in self.nodes}
         self.groups: dict[int, int] = {i: 0 for i in self.nodes}  # partition component per node
         self.oneway: set[tuple[int, int]] = set()
@@ -206,7 +207,8 @@ class Simulation:
         n.paused = False
         n.buffered = []
         ring_seq = self.persisted[node] + 1
-        n.proc = Processor(node, self.config, ring_seq=ring_seq, now=self.now, trace=True)
+        config = self.node_configs.get(node, self.config)
+        n.proc = Processor(node, config, ring_seq=ring_seq, now=self.now, trace=True)
         # Message numbers stay unique across incarnations, so trace ids never collide.
         n.proc._next_msg_no = self._sent_count[node] + 1
         self._drain(node)

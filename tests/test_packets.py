@@ -34,13 +34,13 @@ ROUND_TRIPS = [
     ),
     (
         "join",
-        pk.encode_join(pk.Join(2, 5, 77, 9, frozenset({1, 2, 3}), frozenset({3}))),
-        pk.Join(2, 5, 77, 9, frozenset({1, 2, 3}), frozenset({3})),
+        pk.encode_join(pk.Join(2, 5, 77, 9, frozenset({1, 2, 3}), frozenset({3}), 0xC0FFEE)),
+        pk.Join(2, 5, 77, 9, frozenset({1, 2, 3}), frozenset({3}), 0xC0FFEE),
     ),
     (
         "merge detect",
-        pk.encode_probe(pk.Probe(pk.Kind.MERGE_DETECT, 4, (8, 4))),
-        pk.Probe(pk.Kind.MERGE_DETECT, 4, (8, 4)),
+        pk.encode_probe(pk.Probe(pk.Kind.MERGE_DETECT, 4, (8, 4), 17)),
+        pk.Probe(pk.Kind.MERGE_DETECT, 4, (8, 4), 17),
     ),
 ]
 

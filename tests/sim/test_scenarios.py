@@ -296,3 +296,15 @@ def test_member_that_cannot_receive_leaves_the_ring() -> None:
     proc = sim.nodes[3].proc
     assert proc is not None and proc.counters.failed_to_receive == 1
     assert_clean(sim)
+
+
+def test_differently_configured_daemons_never_share_a_ring() -> None:
+    sim = make_sim(nodes=3, config=replace(DEFAULT, cluster_tag=7))
+    sim.node_configs[3] = replace(DEFAULT, cluster_tag=8)  # another spread.conf
+    sim.crash(3)
+    sim.restart(3)
+    sim.run_until(sim.now + 6.0)
+    assert regular_views(sim, 1)[-1][1] == ["n1", "n2"]
+    assert regular_views(sim, 3)[-1][1] == ["n3"]
+    proc = sim.nodes[1].proc
+    assert proc is not None and proc.counters.foreign_config > 0
