@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint format sim clean
+.PHONY: install test lint format sim demo clean
 
 install: $(STAMP)
 
@@ -13,6 +13,10 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
+
+# The README's main job: three loopback daemons, two spusers, a kill -9.
+demo: install
+	$(PY) scripts/demo.py
 
 test: install
 	$(PY) -m pytest -q

@@ -49,6 +49,7 @@ log = logging.getLogger("spreadpy")
 RECV_BATCH_MAX = 512  # datagrams read per socket per wake-up: the token must not wait long
 SOCKET_BUFFER_BYTES = 8 * 1024 * 1024
 CLIENT_WRITE_BUFFER_MAX = 64 * 1024 * 1024  # a client this far behind is not reading: drop it
+CLIENT_WRITE_BUFFER_HIGH = 64 * 1024  # above this, messages wait for resume_writing to count
 RING_BACKLOG_HIGH = 5000  # messages waiting for the token: stop reading clients
 RING_BACKLOG_LOW = 1000
 
@@ -267,11 +268,20 @@ class _ClientProtocol(asyncio.Protocol):
         self.daemon = daemon
         self.session = 0
         self.transport: asyncio.Transport | None = None
+        self.unwritten = 0  # messages handed to the transport but not yet counted as written
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
+        # resume_writing() once the buffer is empty again: then everything queued is written.
+        self.transport.set_write_buffer_limits(high=CLIENT_WRITE_BUFFER_HIGH, low=0)
         self.session = self.daemon.client_opened(self)
+
+    def pause_writing(self) -> None:
+        pass  # the daemon notices through get_write_buffer_size(); nothing to stop here
+
+    def resume_writing(self) -> None:
+        self.daemon.client_drained(self.session)
 
     def data_received(self, data: bytes) -> None:
         self.daemon.client_data(self.session, data)
@@ -417,6 +427,16 @@ class Daemon:
         self.node.client_data(session, data, self.loop.time())
         self._flush()
 
+    def client_drained(self, session: int) -> None:
+        """Everything queued for this client has gone to the kernel."""
+        client = self._clients.get(session)
+        if client is None or not client.unwritten:
+            return
+        count, client.unwritten = client.unwritten, 0
+        assert self.node is not None
+        self.node.client_written(session, count, self.loop.time())
+        self._flush()
+
     def client_lost(self, session: int) -> None:
         if self._clients.pop(session, None) is None:
             return
@@ -450,6 +470,9 @@ class Daemon:
                         transport.send(action)
                     case ToClient(session=session, data=data):
                         outgoing.setdefault(session, []).append(data)
+                        client = self._clients.get(session)
+                        if client is not None:
+                            client.unwritten += 1
                     case CloseClient(session=session, reason=reason):
                         pending = outgoing.pop(session, None)
                         if pending:
@@ -492,9 +515,12 @@ class Daemon:
         if client is None or client.transport is None or client.transport.is_closing():
             return
         client.transport.write(data)
-        if client.transport.get_write_buffer_size() > CLIENT_WRITE_BUFFER_MAX:
+        buffered = client.transport.get_write_buffer_size()
+        if buffered > CLIENT_WRITE_BUFFER_MAX:
             log.warning("client %d is not reading: dropping it", session)
             client.transport.abort()
+        elif buffered == 0:
+            self.loop.call_soon(self.client_drained, session)
 
     def _close(self, session: int, reason: str) -> None:
         client = self._clients.pop(session, None)

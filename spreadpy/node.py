@@ -38,7 +38,13 @@ from .membership import (
     TotemConfig,
     ViewChange,
 )
-from .wire import MAX_SESSIONS, SpError, generate_private_name
+from .wire import (
+    MAX_MESSAGE_BODY_LEN,
+    MAX_SESSIONS,
+    MESSAGE_HEADER_LEN,
+    SpError,
+    generate_private_name,
+)
 from .wire_session import (
     NEED_DATA,
     PAUSED,
@@ -54,6 +60,7 @@ from .wire_session import (
 
 log = logging.getLogger(__name__)
 
+RING_SAFE_MAX_BODY_LEN_LIMIT = MAX_MESSAGE_BODY_LEN - MESSAGE_HEADER_LEN
 HANDSHAKE_TIMEOUT_S = 1.0  # the original drops a client that has not connected within 1 s
 NAME_ATTEMPTS_MAX = 20
 
@@ -154,7 +161,14 @@ class Node:
             max_session_messages=config.max_session_messages,
             logger=logger,
         )
-        self._max_body = config.max_message_size
+        # The client protocol cannot carry more than this, whatever MaxMessageSize says.
+        self._max_body = min(config.max_message_size, RING_SAFE_MAX_BODY_LEN_LIMIT)
+        if config.max_message_size > self._max_body:
+            self.log.warning(
+                "MaxMessageSize %d is above what the client protocol can carry; using %d",
+                config.max_message_size,
+                self._max_body,
+            )
         self._pump(now)
 
     # ---------------------------------------------------------------------------- interface
@@ -204,6 +218,16 @@ class Node:
         client.wire.receive_data(data)
         self._client_events(session, client, now)
         self._pump(now)
+
+    def client_written(self, session: int, count: int, now: float) -> None:
+        """The adapter's transport has written `count` more messages to this client.
+
+        Until it has, they count against the client's MaxSessionMessages: a client that does
+        not read is dropped after that many, as the original does ("not reading").
+        """
+        if session in self._clients:
+            self.groups.session_written(session, count)
+            self._pump(now)
 
     def client_lost(self, session: int, now: float) -> None:
         """The connection is gone (reset, or closed by us): forget the session."""
@@ -357,7 +381,6 @@ class Node:
                             data = wire.send(message)
                             last_message, last_endian, last_bytes = message, wire.endian, data
                         actions.append(ToClient(session, data))
-                        groups.session_written(session)
                     case CloseSession(session=session, reason=reason):
                         self._emit_close(session, b"", reason)
             if not moved:
