@@ -1198,11 +1198,6 @@ def test_cli_default_search(
     assert capsys.readouterr().out.startswith("wackamole.conf: OK: group www")
 
 
-def test_cli_daemon_path_is_not_built_yet(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit, match="not part of this build yet"):
-        cli.main(["-d", "-c", str(SEED_PATH)])
-
-
 def test_cli_parser_knows_upstream_flags() -> None:
     args = cli.build_arg_parser().parse_args(["-c", "f", "-d", "-s", "4803", "-u", "wack1"])
     assert (args.config, args.debug, args.spread, args.user) == ("f", True, "4803", "wack1")

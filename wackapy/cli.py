@@ -5,6 +5,8 @@ Options follow upstream wackamole (shared/spec/wackamole.md §5.1): -c FILE, -d,
 wins, which leaves -s useless); a `-c` file that cannot be read is an error (upstream: silent
 fallback to the default locations); bad options exit 2 with argparse's message (upstream:
 usage, exit 0); options are matched exactly (upstream: on their first two characters).
+Without --check-config or --dump-config the daemon runs in the foreground (no fork, no PID
+file; -d only selects debug logging to stdout): see wackapy/daemon.py.
 """
 
 from __future__ import annotations
@@ -42,14 +44,16 @@ def build_arg_parser() -> argparse.ArgumentParser:
         "-d",
         "--debug",
         action="store_true",
-        help="stay in the foreground, log debug messages to stdout, write no PID file",
+        help="log debug messages to stdout (wackapy always stays in the foreground and "
+        "writes no PID file; without -d it logs to syslog)",
     )
     parser.add_argument(
         "-s",
         "--spread",
-        metavar="PORT[@HOST]",
+        metavar="PORT[@HOST]|PATH",
         type=_spread_arg,
-        help="Spread daemon to connect to; overrides the file's Spread setting",
+        help="Spread daemon to connect to (a port, port@host, or a Unix socket path); "
+        "overrides the file's Spread setting",
     )
     parser.add_argument(
         "-u",
@@ -104,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_daemon(args: argparse.Namespace, config: WackamoleConfig) -> int:
-    """Run the wackapy daemon until it is told to stop."""
-    raise SystemExit("wackapy: the daemon is not part of this build yet")
+    """Run the wackapy daemon in the foreground until SIGTERM or SIGINT (wackapy/daemon.py)."""
+    from .daemon import main as daemon_main  # the daemon's imports (scapy...) only when needed
+
+    return daemon_main(config, private_name=args.user, debug=args.debug)
 
 
 def load_config(path: str) -> WackamoleConfig:

@@ -213,7 +213,7 @@ class HealthCheck:
 class WackamoleConfig:
     group: str
     vifs: tuple[Vif, ...]
-    spread: str = DEFAULT_SPREAD  # "PORT" or "PORT@HOST", normalised
+    spread: str = DEFAULT_SPREAD  # "PORT", "PORT@HOST" (normalised) or a socket path
     spread_retry_interval_s: float = DEFAULT_SPREAD_RETRY_INTERVAL_S
     control_path: str | None = None  # None: no control socket
     log_facility: str | None = None  # lower case, without LOG_; None: daemon
@@ -235,13 +235,14 @@ class WackamoleConfig:
         return tuple(a for vif in self.vifs for a in vif.addresses)
 
     @property
-    def spread_port(self) -> int:
-        return int(self.spread.partition("@")[0])
+    def spread_port(self) -> int | None:
+        """None: `spread` is a Unix socket path."""
+        return None if self.spread.startswith("/") else int(self.spread.partition("@")[0])
 
     @property
     def spread_host(self) -> str | None:
         """None: the local daemon."""
-        return self.spread.partition("@")[2] or None
+        return None if self.spread.startswith("/") else self.spread.partition("@")[2] or None
 
     @property
     def moves_per_round_max(self) -> int:
@@ -265,7 +266,12 @@ def parse_config(text: str, path: str) -> WackamoleConfig:
 
 
 def parse_spread(text: str) -> str:
-    """Check and normalise a Spread daemon name, `PORT` or `PORT@HOST`; raise ValueError."""
+    """Check and normalise a Spread daemon name, `PORT`, `PORT@HOST` or an absolute Unix socket
+    path (spreadpy's extension, e.g. several daemons on one machine); raise ValueError."""
+    if text.startswith("/"):
+        if len(text.encode()) > CONTROL_PATH_BYTES_MAX:
+            raise ValueError(f"Spread socket path is longer than {CONTROL_PATH_BYTES_MAX} bytes")
+        return text
     port_text, at, host = text.partition("@")
     if not _DIGITS.fullmatch(port_text) or len(port_text) > NUMBER_DIGITS_MAX:
         raise ValueError(f"Spread must be PORT or PORT@HOST, got {text!r}")
