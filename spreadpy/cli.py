@@ -135,8 +135,9 @@ def run_daemon(args: argparse.Namespace, config: SpreadConfig) -> int:
     """Select our host entry, then run the daemon until SIGINT or SIGTERM."""
     from spreadpy import daemon  # imported here: --check-config needs no event loop
 
+    local = gather_local_addresses()
     try:
-        me = select_own_host(config, args.name, gather_local_addresses())
+        me = select_own_host(config, args.name, local)
     except ConfigError as exc:
         _print_problems(exc)
         return 1
@@ -149,6 +150,7 @@ def run_daemon(args: argparse.Namespace, config: SpreadConfig) -> int:
         state_dir=args.state_dir,
         metrics_port=args.metrics_port,
         membership_log=membership_log,
+        local_addresses=local,
     )
 
 
@@ -166,11 +168,12 @@ def status_main(argv: list[str]) -> int:
     if path is None:
         try:
             config = load_config(find_config_file(args.config))
-            me = select_own_host(config, args.name, gather_local_addresses())
+            local = gather_local_addresses()
+            me = select_own_host(config, args.name, local)
         except (OSError, ConfigError) as exc:
             print(f"spreadpy status: {exc}", file=sys.stderr)
             return 1
-        path = daemon.default_paths(config, me, None).status_socket
+        path = daemon.default_paths(config, me, None, local).status_socket
     try:
         status = daemon.query_status(path)
     except OSError as exc:

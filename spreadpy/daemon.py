@@ -33,13 +33,14 @@ import random
 import signal
 import socket
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 from . import packets as pk
-from .config import HostEntry, SpreadConfig
+from .config import HostEntry, IfaceType, IPAddress, SpreadConfig, is_local_address
 from .errors import MalformedPacket
 from .membership import Channel, PersistRingSeq, SendPacket
 from .node import CloseClient, Node, ToClient, ViewInstalled
@@ -74,7 +75,18 @@ def segment_mode(config: SpreadConfig, me: HostEntry) -> str:
     return "broadcast"
 
 
-def default_paths(config: SpreadConfig, me: HostEntry, state_dir: str | None) -> Paths:
+def local_hosts(config: SpreadConfig, local_addresses: Iterable[IPAddress]) -> list[HostEntry]:
+    """The configured daemons whose address belongs to this machine, in file order."""
+    local = list(local_addresses)
+    return [h for h in config.hosts if is_local_address(h.address, local)]
+
+
+def default_paths(
+    config: SpreadConfig,
+    me: HostEntry,
+    state_dir: str | None,
+    local_addresses: Iterable[IPAddress] = (),
+) -> Paths:
     """Where this daemon's sockets and ring-seq file live.
 
     The first configured daemon whose address is on this machine takes the original's Unix
@@ -84,7 +96,8 @@ def default_paths(config: SpreadConfig, me: HostEntry, state_dir: str | None) ->
     if config.client_socket_path:
         unix = config.client_socket_path
     else:
-        first = next(h for h in config.hosts if h.address.is_loopback == me.address.is_loopback)
+        here = local_hosts(config, local_addresses)
+        first = here[0] if here else me
         unix = f"/tmp/{me.port}" if first == me else f"/tmp/{me.port}-{me.name}"
     base = Path(state_dir) if state_dir else default_state_dir(config)
     return Paths(unix, unix + ".status", base / f"{me.name}.ringseq")
@@ -142,6 +155,11 @@ class RingTransport:
         self.data_sock, self.token_sock = self._open_sockets()
         self._others = [
             (ip, port) for node, (ip, port, _) in self.peers.items() if node != me.index + 1
+        ]
+        # Daemons of other segments: our broadcast or multicast does not reach them, so they
+        # get a unicast copy (Spread forwards through each segment's representative instead).
+        self._remote = [
+            (str(h.address), h.port) for h in config.hosts if h.segment_index != me.segment_index
         ]
 
     def _open_sockets(self) -> tuple[socket.socket, socket.socket]:
@@ -240,6 +258,8 @@ class RingTransport:
                     sendto(payload, address)
             else:
                 self.data_sock.sendto(payload, self.group)
+                for address in self._remote:
+                    self.data_sock.sendto(payload, address)
         except (BlockingIOError, InterruptedError):
             pass  # a full socket buffer is a lost datagram: the ring retransmits
         except OSError as exc:
@@ -306,10 +326,16 @@ class Daemon:
         state_dir: str | None = None,
         metrics_port: int | None = None,
         membership_log: str | None = None,
+        local_addresses: Iterable[IPAddress] | None = None,
     ) -> None:
+        if local_addresses is None:
+            from .cli import gather_local_addresses
+
+            local_addresses = gather_local_addresses()
         self.config = config
         self.me = me
-        self.paths = default_paths(config, me, state_dir)
+        self.local_hosts = local_hosts(config, local_addresses)
+        self.paths = default_paths(config, me, state_dir, local_addresses)
         self.metrics_port = metrics_port
         self.membership_log = membership_log
         self.loop = asyncio.get_running_loop()
@@ -345,6 +371,9 @@ class Daemon:
             ring_seq=ring_seq,
             now=now,
             rng=random.Random(random.SystemRandom().getrandbits(64)),
+            # Wall-clock ms: grows across restarts even if the ring-seq file was lost, so peers
+            # never take this incarnation's joins for late ones of the last.
+            incarnation=max(ring_seq, time.time_ns() // 1_000_000),
         )
         self.transport.start()
         if self.metrics_port is not None:
@@ -363,18 +392,32 @@ class Daemon:
         )
         self._flush()
 
+    def client_listen_addresses(self) -> list[str]:
+        """Where TCP clients are accepted (spread.conf interface specs, spread-conf.md §2).
+
+        With `C` interfaces: those (0.0.0.0 / :: meaning every address). Without an interface
+        list the original listens on every address; so do we, unless several configured
+        daemons share this machine (they share the port), where each takes its own address.
+        """
+        me = self.me
+        if me.interfaces_explicit:
+            return [str(i.address) for i in me.interfaces_for(IfaceType.CLIENT)]
+        if self.local_hosts == [me]:
+            return ["::" if me.address.version == 6 else "0.0.0.0"]
+        return [str(me.address)]
+
     async def _open_client_servers(self) -> None:
         loop = self.loop
-        host = str(self.me.address)
-        try:
-            server = await loop.create_server(
-                lambda: _ClientProtocol(self), host, self.me.port, reuse_address=True
-            )
-        except OSError as exc:
-            raise StartupError(
-                f"cannot listen on TCP {host}:{self.me.port}: {exc.strerror}"
-            ) from None
-        self._servers.append(server)
+        for host in self.client_listen_addresses():
+            try:
+                server = await loop.create_server(
+                    lambda: _ClientProtocol(self), host, self.me.port, reuse_address=True
+                )
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot listen on TCP {host}:{self.me.port}: {exc.strerror}"
+                ) from None
+            self._servers.append(server)
         for path, factory in (
             (self.paths.unix_socket, lambda: _ClientProtocol(self)),
             (self.paths.status_socket, lambda: _StatusProtocol(self)),
@@ -673,9 +716,15 @@ async def run(
     state_dir: str | None,
     metrics_port: int | None,
     membership_log: str | None = None,
+    local_addresses: Iterable[IPAddress] | None = None,
 ) -> int:
     daemon = Daemon(
-        config, me, state_dir=state_dir, metrics_port=metrics_port, membership_log=membership_log
+        config,
+        me,
+        state_dir=state_dir,
+        metrics_port=metrics_port,
+        membership_log=membership_log,
+        local_addresses=local_addresses,
     )
     try:
         await daemon.start()
@@ -694,10 +743,16 @@ def main(
     state_dir: str | None = None,
     metrics_port: int | None = None,
     membership_log: str | None = None,
+    local_addresses: Iterable[IPAddress] | None = None,
 ) -> int:
     """Run the daemon until SIGINT/SIGTERM. `membership_log`: a file for `-l y`."""
     coroutine = run(
-        config, me, state_dir=state_dir, metrics_port=metrics_port, membership_log=membership_log
+        config,
+        me,
+        state_dir=state_dir,
+        metrics_port=metrics_port,
+        membership_log=membership_log,
+        local_addresses=local_addresses,
     )
     try:
         import uvloop

@@ -223,9 +223,13 @@ class Processor:
         *,
         ring_seq: int,
         now: float,
+        incarnation: int | None = None,
         trace: bool = False,
         logger: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
     ) -> None:
+        """`ring_seq`: the persisted ring seq + 1. `incarnation`: a number that grows with
+        every start of this processor, also when the persisted ring seq was lost (the daemon
+        passes the wall clock in ms); by default the ring seq."""
         assert me > 0
         self.me = me
         self.config = config
@@ -242,7 +246,7 @@ class Processor:
         self.view: object = self.ring.ring_id
         self.highest_ring_seq = ring_seq
         self.committed_ring_seq = ring_seq
-        self.incarnation = ring_seq  # grows across restarts: it is persisted
+        self.incarnation = ring_seq if incarnation is None else incarnation
         self._join_seq = 0
         self._joins_seen: dict[int, tuple[int, int]] = {}  # sender -> newest (incarnation, seq)
         self._peers_ok: set[int] = set()  # senders seen with our cluster tag

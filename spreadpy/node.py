@@ -101,6 +101,7 @@ class NodeCounters:
     clients_accepted: int = 0
     clients_rejected: int = 0
     clients_bad: int = 0
+    handshake_timeouts: int = 0
     client_messages: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
@@ -138,6 +139,7 @@ class Node:
         ring_seq: int,
         now: float,
         rng: random.Random,
+        incarnation: int | None = None,
         totem: TotemConfig | None = None,
         logger: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
     ) -> None:
@@ -153,7 +155,12 @@ class Node:
         self.views: list[ViewChange] = []  # the last few, for status
         daemons = {h.index + 1: h.name for h in config.hosts}
         self.processor = Processor(
-            self.node_id, totem or totem_config(config), ring_seq=ring_seq, now=now, logger=logger
+            self.node_id,
+            totem or totem_config(config),
+            ring_seq=ring_seq,
+            now=now,
+            incarnation=incarnation,
+            logger=logger,
         )
         self.groups = GroupsLayer(
             self.node_id,
@@ -195,6 +202,7 @@ class Node:
         self.processor.handle_timer(now)
         for session, client in list(self._clients.items()):
             if client.handshake_until is not None and now >= client.handshake_until:
+                self.counters.handshake_timeouts += 1
                 self.log.info(
                     "client %d: no connect request within %.1fs", session, HANDSHAKE_TIMEOUT_S
                 )
@@ -215,6 +223,14 @@ class Node:
         client = self._clients.get(session)
         if client is None:
             return  # closed by us; the adapter may still hand us what it had read
+        if not data and client.wire.pending_bytes:
+            # It closed in the middle of a unit: a broken client, not a clean disconnect.
+            self.counters.clients_bad += 1
+            self.log.warning(
+                "client %d closed in the middle of a message (%d bytes)",
+                session,
+                client.wire.pending_bytes,
+            )
         client.wire.receive_data(data)
         self._client_events(session, client, now)
         self._pump(now)
@@ -261,6 +277,7 @@ class Node:
                     "accepted": self.counters.clients_accepted,
                     "rejected": self.counters.clients_rejected,
                     "bad": self.counters.clients_bad,
+                    "handshake_timeouts": self.counters.handshake_timeouts,
                     "messages": self.counters.client_messages,
                 },
             },

@@ -483,6 +483,10 @@ def encode_connect_request(req: ConnectRequest) -> bytes:
     return bytes(out)
 
 
+def _signed8(byte: int) -> int:
+    return byte - 256 if byte >= 0x80 else byte
+
+
 def parse_connect_request(buf: bytes | bytearray) -> tuple[ConnectRequest, int] | None:
     """The connect request at the start of `buf` and its length, or None if incomplete.
 
@@ -492,8 +496,11 @@ def parse_connect_request(buf: bytes | bytearray) -> tuple[ConnectRequest, int] 
     if len(buf) < 2:
         return None
     major, minor = buf[0], buf[1]
-    has_patch = major * 10000 + minor * 100 > 31400
-    if not has_patch and major * 10000 + minor * 100 < 30100:
+    # The original reads the version bytes as signed chars: a byte >= 0x80 is negative, so
+    # such a "version" is old and gets REJECT_VERSION (seen live against 5.0.1).
+    version = _signed8(major) * 10000 + _signed8(minor) * 100
+    has_patch = version > 31400
+    if not has_patch and version < 30100:
         raise WireError(SpError.REJECT_VERSION, f"library {major}.{minor} is older than 3.1")
     pos = 3 if has_patch else 2
     if len(buf) < pos + 2:

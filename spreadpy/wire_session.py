@@ -365,6 +365,11 @@ class ServerSession:
         """The client asked for membership messages (flags bit 0, §7.6)."""
         return self.request is not None and self.request.wants_membership
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes received but not yet part of a whole unit (a partial request, say)."""
+        return len(self._buf)
+
     # input
 
     def receive_data(self, data: bytes) -> None:

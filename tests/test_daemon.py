@@ -461,14 +461,6 @@ def test_restart_after_kill_binds_at_once_and_takes_over_the_stale_socket(
     assert n3.log().count("spreadpy n3 up") == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a daemon restarted without its ring-seq file (lost state dir; the default is "
-    "RuntimeDir, /var/run/spread, a tmpfs) starts at incarnation 1; the running daemons keep "
-    "the newest (incarnation, join seq) they heard from it (membership.Processor._joins_seen, "
-    "never cleared) and drop all its joins as stale, so it never rejoins (stale_dropped grows)",
-)
 def test_restart_with_a_lost_state_file_rejoins(fresh3: Cluster) -> None:
     for _ in range(2):  # a few incarnations, so that its next one would be "older"
         fresh3.kill("n3")
@@ -619,14 +611,6 @@ def test_handshake_garbage_gets_the_original_reject(
     assert after["bad"] + after["rejected"] == before["bad"] + before["rejected"] + 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the 5.0.1 daemon reads the version bytes as signed chars (session.c "
-    "`char version[3]`), so a byte >= 0x80 makes the version small: REJECT_VERSION (f9, seen "
-    "live against 5.0.1); spreadpy reads them unsigned and answers REJECT_ILLEGAL_NAME, or "
-    "sends its auth list and later REJECT_AUTH",
-)
 def test_handshake_with_a_high_version_byte_gets_reject_version(
     ring3: Cluster, clients: Clients
 ) -> None:
@@ -709,12 +693,6 @@ def test_duplicate_private_name_is_rejected_not_unique(ring3: Cluster, clients: 
     first.assert_quiet("dup")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a client that stops mid-handshake is closed after 1 s but counted nowhere in the "
-    "status counters (node.Node.handle_timer logs it only)",
-)
 def test_truncated_handshake_is_dropped_and_counted(ring3: Cluster, clients: Clients) -> None:
     n1 = ring3["n1"]
     before = counters(n1)
@@ -725,12 +703,6 @@ def test_truncated_handshake_is_dropped_and_counted(ring3: Cluster, clients: Cli
     assert sum(after.values()) > sum(before.values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a client that sends half a request header and then closes is treated as a plain "
-    "disconnect and counted nowhere in the status counters",
-)
 def test_truncated_header_then_eof_is_dropped_and_counted(ring3: Cluster, clients: Clients) -> None:
     g = "truncated"
     n1 = ring3["n1"]

@@ -239,14 +239,6 @@ def test_ring_on_a_segment_survives_kill_9(
                 client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ConnectionRefusedError,
-    reason="spreadpy listens for TCP clients on the daemon's configured address only; Spread "
-    "5.0.1 listens on the wildcard address when the host entry has no interface list "
-    "(session.c Sess_init; client-protocol.md §1 saw 0.0.0.0:4803), so `4803@localhost` "
-    "reaches it. Here: ECONNREFUSED on 127.0.0.1:4803 in the daemon's namespace",
-)
 def test_clients_reach_the_daemon_through_any_local_address(bed: Testbed, tmp_path: Path) -> None:
     h1 = bed.hosts[0]
     with NamespaceRing(bed, tmp_path, segment("198.18.0.255", bed.hosts)) as ring:
@@ -259,15 +251,6 @@ def test_clients_reach_the_daemon_through_any_local_address(bed: Testbed, tmp_pa
             client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a ring spanning two segments never forms: in broadcast and multicast mode the "
-    "daemon sends segment-wide packets to its own segment address only, with no forwarding "
-    "to the other segments (Spread's ROUTED unicast to each segment's first daemon, "
-    "spread-daemon.md §9). Seen by hand: three Spread 5.0.1 daemons with this very layout "
-    "form one ring; spreadpy forms {h1, h2} and {h3}",
-)
 def test_a_ring_spans_two_segments(bed: Testbed, tmp_path: Path) -> None:
     h1, h2, h3 = bed.hosts
     # h3 moves to its own subnet on the same wire; both sides route to each other directly.
@@ -285,14 +268,6 @@ def test_a_ring_spans_two_segments(bed: Testbed, tmp_path: Path) -> None:
         ring.wait_ring(hosts, timeout_s=6.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="daemon.default_paths gives /tmp/<port> only to the first daemon of the file "
-    "whose address has the same loopback-ness, not to the first one local to this machine: "
-    "on every host but the first of a normal cluster the socket is /tmp/<port>-<name>, so "
-    "clients using Spread's default `4803` (spuser, wackamole's `Spread = 4803`) cannot connect",
-)
 def test_default_unix_socket_is_tmp_port_on_every_host(bed: Testbed, tmp_path: Path) -> None:
     port = next(p for p in range(24811, 24999, 2) if not glob.glob(f"/tmp/{p}*"))
     h2 = bed.hosts[1]

@@ -1188,8 +1188,10 @@ daemon_messages = st.one_of(
 )
 connect_requests = st.builds(
     ConnectRequest,
-    major=st.integers(4, 255),
-    minor=st.integers(0, 255),
+    # Version bytes are signed chars to the daemon (as to the original): real libraries keep
+    # them below 0x80; bytes above that make a "version" older than 3.1 (REJECT_VERSION).
+    major=st.integers(4, 127),
+    minor=st.integers(0, 127),
     patch=st.integers(0, 255),
     wants_membership=st.booleans(),
     priority=st.integers(0, 15),
