@@ -183,12 +183,12 @@ WAN_TIMEOUTS: Final = Timeouts(
 # TimeoutProfile = fast: quick failure detection for a LAN or a single host; the rest as LAN.
 FAST_TIMEOUTS: Final = Timeouts(
     token_ms=200,
-    hurry_ms=48,
+    hurry_ms=40,
     alive_ms=LAN_TIMEOUTS.alive_ms,
     join_ms=20,
     rep_ms=LAN_TIMEOUTS.rep_ms,
     seg_ms=LAN_TIMEOUTS.seg_ms,
-    gather_ms=240,
+    gather_ms=200,
     form_ms=200,
     lookup_ms=LAN_TIMEOUTS.lookup_ms,
 )

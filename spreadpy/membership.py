@@ -120,7 +120,7 @@ FAST_TIMEOUTS = {
     "token_retransmit_s": 0.04,
     "join_timeout_s": 0.02,
     "consensus_timeout_s": 0.2,
-    "merge_detect_s": 0.2,
+    "merge_detect_s": 0.08,
 }
 
 
