@@ -33,9 +33,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from spreadpy.cli import load_config
+from spreadpy.cli import gather_local_addresses, load_config
 from spreadpy.config import HostEntry, SpreadConfig
-from spreadpy.daemon import default_paths, query_status
+from spreadpy.daemon import Paths, default_paths, query_status
 from spuser.pipe import SpuserProcess
 
 DEFAULT_CONFIG = ROOT / "conf" / "spread-loopback.conf"
@@ -133,11 +133,17 @@ class Daemons:
     def host(self, name: str) -> HostEntry:
         return next(h for h in self.config.hosts if h.name == name)
 
+    def _paths(self, name: str) -> Paths:
+        # The daemons compute theirs from this machine's addresses; so must we.
+        return default_paths(
+            self.config, self.host(name), str(self.state_dir), gather_local_addresses()
+        )
+
     def status_socket(self, name: str) -> str:
-        return default_paths(self.config, self.host(name), str(self.state_dir)).status_socket
+        return self._paths(name).status_socket
 
     def unix_socket(self, name: str) -> str:
-        return default_paths(self.config, self.host(name), str(self.state_dir)).unix_socket
+        return self._paths(name).unix_socket
 
     def log(self, name: str) -> Path:
         return self.state_dir / f"{name}.log"
@@ -233,7 +239,8 @@ def run(config_path: Path) -> int:
         daemons = Daemons(config_path, config, Path(tmp))
         busy_sockets = [p for p in map(daemons.unix_socket, names) if live_unix_socket(p)]
         if problems or busy_sockets:
-            say("demo: cannot start: port 4803 (or its Unix socket) is already taken:")
+            port = config.hosts[0].port
+            say(f"demo: cannot start: port {port} (or its Unix socket) is already taken:")
             for problem in problems + [f"{p} (a daemon answers there)" for p in busy_sockets]:
                 say(f"  {problem}")
             say("Stop the Spread or spreadpy daemon using it (e.g. a previous demo) and rerun.")
@@ -261,12 +268,13 @@ def _demo(daemons: Daemons, names: list[str]) -> int:
         return 1
     say(f"  ring formed: {' '.join(members)}")
 
+    port = daemons.host(first).port
     section(
-        f"2. Two spusers: alice on {first} (-s 4803, Unix socket {daemons.unix_socket(first)}),"
-        f"\n   bob on {second} (-s 4803@{daemons.host(second).address}, TCP)"
+        f"2. Two spusers: alice on {first} (-s {port}, Unix socket {daemons.unix_socket(first)}),"
+        f"\n   bob on {second} (-s {port}@{daemons.host(second).address}, TCP)"
     )
-    alice_args = ["-u", "alice", "-s", "4803"]
-    bob_args = ["-u", "bob", "-s", f"4803@{daemons.host(second).address}"]
+    alice_args = ["-u", "alice", "-s", str(port)]
+    bob_args = ["-u", "bob", "-s", f"{port}@{daemons.host(second).address}"]
     with spusers(alice_args, bob_args) as (alice_proc, bob_proc):
         alice, bob = Screen(alice_proc, "alice"), Screen(bob_proc, "bob")
         for proc in (alice_proc, bob_proc):

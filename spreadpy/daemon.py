@@ -85,7 +85,7 @@ def default_paths(
     config: SpreadConfig,
     me: HostEntry,
     state_dir: str | None,
-    local_addresses: Iterable[IPAddress] = (),
+    local_addresses: Iterable[IPAddress],
 ) -> Paths:
     """Where this daemon's sockets and ring-seq file live.
 
