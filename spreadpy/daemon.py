@@ -44,6 +44,7 @@ from .config import HostEntry, IfaceType, IPAddress, SpreadConfig, is_local_addr
 from .errors import MalformedPacket
 from .membership import Channel, PersistRingSeq, SendPacket
 from .node import CloseClient, Node, ToClient, ViewInstalled
+from .unixpath import PathInUse, claim_unix_path
 
 log = logging.getLogger("spreadpy")
 
@@ -609,21 +610,14 @@ class _StatusProtocol(asyncio.Protocol):
 
 
 def _claim_unix_path(path: str) -> None:
-    """Take over a socket left by a killed daemon; refuse one a live daemon is serving."""
-    if not os.path.exists(path):
-        return
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        probe.connect(path)
-    except (ConnectionRefusedError, FileNotFoundError):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)  # stale: its daemon is gone
-        return
+        claim_unix_path(path)
+    except PathInUse:
+        raise StartupError(
+            f"{path} is served by a running daemon; stop it or set ClientSocketPath"
+        ) from None
     except OSError as exc:
-        raise StartupError(f"{path}: {exc.strerror}") from None
-    finally:
-        probe.close()
-    raise StartupError(f"{path} is served by a running daemon; stop it or set ClientSocketPath")
+        raise StartupError(f"{path}: {exc.strerror or exc}") from None
 
 
 def _read_key(path: str | None) -> bytes | None:

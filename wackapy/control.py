@@ -53,6 +53,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, Any, cast
 
 from spreadpy.errors import MalformedPacket, SpreadError
+from spreadpy.unixpath import PathInUse, claim_unix_path
 from wackapy.config import IFNAME_BYTES_MAX, VipAddress
 
 if TYPE_CHECKING:
@@ -343,21 +344,10 @@ class ControlServer:
 
 def _claim_path(path: str) -> None:
     """Remove a stale socket left by a dead daemon; refuse one a live daemon still serves."""
-    if not os.path.exists(path):
-        return
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        probe.connect(path)
-    except (ConnectionRefusedError, FileNotFoundError):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        return
-    except OSError:
-        os.unlink(path)  # not a socket we can talk to: upstream always unlinked
-        return
-    finally:
-        probe.close()
-    raise OSError(f"{path} is served by a running wackapy")
+        claim_unix_path(path)
+    except PathInUse:
+        raise OSError(f"{path} is served by a running wackapy") from None
 
 
 # ---------------------------------------------------------------------------------------------
