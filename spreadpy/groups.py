@@ -109,6 +109,7 @@ from .wire import (
     ServiceType,
     TransitionalMessage,
     private_group_name,
+    service_type_of,
     split_private_group,
     valid_group_name,
     valid_private_name,
@@ -162,6 +163,7 @@ _SERVICE_BITS: Final = (
     (_ST.SAFE_MESS, Service.SAFE),
 )
 _MCAST_TYPE_BITS: Final = int(_ST.REGULAR_MESS | _ST.SELF_DISCARD)
+_SELF_DISCARD: Final = int(_ST.SELF_DISCARD)
 
 
 # Every valid multicast type (one service bit, SELF_DISCARD or not) -> its ring service. A
@@ -953,7 +955,7 @@ class GroupsLayer:
 
     def _on_mcast(self, origin: int, origin_name: str, item: McastItem) -> None:
         sender = private_group_name(item.sender, origin_name)
-        skip_ref = item.ref if origin == self.me and item.service_type & _ST.SELF_DISCARD else None
+        skip_ref = item.ref if origin == self.me and item.service_type & _SELF_DISCARD else None
         targets: dict[SessionId, _Session] = {}
         for target in item.groups:
             if target.startswith("#"):
@@ -975,7 +977,7 @@ class GroupsLayer:
             self.counters.dropped_no_receiver += 1
             return
         message = RegularMessage(
-            service_type=ServiceType(item.service_type),
+            service_type=service_type_of(item.service_type),
             sender=sender,
             groups=item.groups,
             mess_type=item.mess_type,

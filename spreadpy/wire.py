@@ -51,6 +51,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum, IntEnum, IntFlag
+from types import SimpleNamespace
 from typing import Final
 
 from spreadpy.errors import LocalProtocolError, WireError
@@ -195,6 +196,18 @@ class ServiceType(IntFlag):
 
 
 _ST = ServiceType
+# The same bits as plain ints, for bit tests in the per-message paths: IntFlag arithmetic runs
+# in Python (Flag.__and__), about ten times slower than int's.
+_B: Final = SimpleNamespace(**{name: int(m) for name, m in ServiceType.__members__.items()})
+# Every combination of the service bits and SELF_DISCARD, built once: ServiceType(value) is
+# slow, and a regular message's type is always one of these.
+_LOW_TYPES: Final = tuple(ServiceType(v) for v in range(0x80))
+
+
+def service_type_of(value: int) -> ServiceType:
+    return _LOW_TYPES[value] if 0 <= value < 0x80 else ServiceType(value)
+
+
 _SERVICE_BITS: Final = tuple(1 << i for i in range(6))
 _COMMAND_BITS: Final = int(_ST.JOIN_MESS | _ST.LEAVE_MESS | _ST.KILL_MESS)
 _CAUSE_BITS: Final = int(
@@ -268,30 +281,30 @@ class MembershipCause(IntEnum):
 
 
 def is_reject(service_type: int) -> bool:
-    return bool(service_type & _ST.REJECT_MESS)
+    return bool(service_type & _B.REJECT_MESS)
 
 
 def is_regular(service_type: int) -> bool:
-    return bool(service_type & _ST.REGULAR_MESS) and not is_reject(service_type)
+    return bool(service_type & _B.REGULAR_MESS) and not is_reject(service_type)
 
 
 def is_membership(service_type: int) -> bool:
-    return bool(service_type & _ST.MEMBERSHIP_MESS) and not is_reject(service_type)
+    return bool(service_type & _B.MEMBERSHIP_MESS) and not is_reject(service_type)
 
 
 def is_reg_memb(service_type: int) -> bool:
-    return is_membership(service_type) and bool(service_type & _ST.REG_MEMB_MESS)
+    return is_membership(service_type) and bool(service_type & _B.REG_MEMB_MESS)
 
 
 def is_transition(service_type: int) -> bool:
-    return is_membership(service_type) and bool(service_type & _ST.TRANSITION_MESS)
+    return is_membership(service_type) and bool(service_type & _B.TRANSITION_MESS)
 
 
 def is_self_leave(service_type: int) -> bool:
     return (
         is_membership(service_type)
-        and bool(service_type & _ST.CAUSED_BY_LEAVE)
-        and not service_type & (_ST.REG_MEMB_MESS | _ST.TRANSITION_MESS)
+        and bool(service_type & _B.CAUSED_BY_LEAVE)
+        and not service_type & (_B.REG_MEMB_MESS | _B.TRANSITION_MESS)
     )
 
 
@@ -783,7 +796,7 @@ def _single_service_bit(service_type: int) -> bool:
 
 
 def _check_multicast_type(service_type: int) -> None:
-    allowed = int(_ST.REGULAR_MESS | _ST.SELF_DISCARD)
+    allowed = int(_B.REGULAR_MESS | _B.SELF_DISCARD)
     if service_type & ~allowed or not _single_service_bit(service_type):
         raise LocalProtocolError(
             f"service type {service_type:#x} must be one service bit, optionally | SELF_DISCARD"
@@ -824,10 +837,10 @@ def encode_request(
         case Join() | Leave():
             if not valid_group_name(req.group):
                 raise LocalProtocolError(f"illegal group name {req.group!r}")
-            bit = _ST.JOIN_MESS if isinstance(req, Join) else _ST.LEAVE_MESS
+            bit = _B.JOIN_MESS if isinstance(req, Join) else _B.LEAVE_MESS
             return _command(int(bit), req.group, sender, endian)
         case Kill():
-            return _command(int(_ST.KILL_MESS), sender, sender, endian)
+            return _command(int(_B.KILL_MESS), sender, sender, endian)
     raise LocalProtocolError(f"not a client request: {req!r}")
 
 
@@ -876,18 +889,18 @@ def request_from_frame(h: MessageHeader, frame: bytes | bytearray | memoryview) 
     """The request in a complete frame whose header passed `check_request_header`."""
     t = h.service_type
     groups_end = MESSAGE_HEADER_LEN + MAX_GROUP_NAME * h.num_groups
-    if t & _ST.KILL_MESS:
+    if t & _B.KILL_MESS:
         return Kill()
-    if t & (_ST.JOIN_MESS | _ST.LEAVE_MESS):
+    if t & (_B.JOIN_MESS | _B.LEAVE_MESS):
         if h.num_groups != 1:
             raise WireError(SpError.ILLEGAL_GROUP, f"join/leave with {h.num_groups} groups")
         group = _name_from(frame, MESSAGE_HEADER_LEN, "group", SpError.ILLEGAL_GROUP)
         if not valid_group_name(group):
             raise WireError(SpError.ILLEGAL_GROUP, f"illegal group name {group!r}")
-        return Join(group) if t & _ST.JOIN_MESS else Leave(group)
+        return Join(group) if t & _B.JOIN_MESS else Leave(group)
     groups = _names_from(frame, MESSAGE_HEADER_LEN, h.num_groups, "group", SpError.ILLEGAL_GROUP)
     return Multicast(
-        service_type=ServiceType(t & (_ST.REGULAR_MESS | _ST.SELF_DISCARD)),
+        service_type=service_type_of(t & (_B.REGULAR_MESS | _B.SELF_DISCARD)),
         groups=groups,
         mess_type=h.mess_type,
         data=bytes(frame[groups_end : groups_end + h.data_len]),
@@ -964,7 +977,7 @@ class MembershipMessage:
 
     @property
     def service_type(self) -> ServiceType:
-        return _ST.REG_MEMB_MESS | ServiceType(int(self.cause))
+        return _B.REG_MEMB_MESS | ServiceType(int(self.cause))
 
     @property
     def changed_member(self) -> str | None:
@@ -1014,7 +1027,7 @@ class RejectMessage:
 
     @property
     def service_type(self) -> ServiceType:
-        return self.old_type | _ST.REJECT_MESS
+        return self.old_type | _B.REJECT_MESS
 
     @classmethod
     def for_request(
@@ -1028,7 +1041,7 @@ class RejectMessage:
             old, groups = req.service_type, req.groups
             mess_type, data, endian = req.mess_type, req.data, req.endian
         else:
-            cause = _ST.CAUSED_BY_JOIN if isinstance(req, Join) else _ST.CAUSED_BY_LEAVE
+            cause = _B.CAUSED_BY_JOIN if isinstance(req, Join) else _B.CAUSED_BY_LEAVE
             old, groups, mess_type, data = cause, (req.group,), 0, b""
         if len(groups) >= MAX_GROUPS_PER_MESSAGE:
             groups = groups[: MAX_GROUPS_PER_MESSAGE - 1]
@@ -1057,11 +1070,11 @@ def encode_daemon_message(msg: DaemonMessage, *, endian: Endian = Endian.LITTLE)
             )  # fmt: skip
         case RejectMessage():
             old = int(msg.old_type)
-            if not 0 <= old <= 0xFFFFFFFF or old & ENDIAN_MARK or old & _ST.REJECT_MESS:
+            if not 0 <= old <= 0xFFFFFFFF or old & ENDIAN_MARK or old & _B.REJECT_MESS:
                 raise LocalProtocolError(f"old_type {old:#x} is not a mark-free request type")
             if len(msg.groups) > MAX_GROUPS_PER_MESSAGE:
                 raise LocalProtocolError("a reject carries at most 100 groups")
-            head_type = int(_ST.REJECT_MESS | (old & _ST.SELF_DISCARD))
+            head_type = int(_B.REJECT_MESS | (old & _B.SELF_DISCARD))
             old_word = _u32_struct(endian).pack(old | _mark(endian))
             return _data_frame(
                 head_type, msg.sender, msg.groups, msg.mess_type, msg.data,
@@ -1071,9 +1084,9 @@ def encode_daemon_message(msg: DaemonMessage, *, endian: Endian = Endian.LITTLE)
             return _membership_frame(msg, endian)
         case TransitionalMessage():
             body = _gid_bytes(msg.group_id, endian)
-            return _notice(int(_ST.TRANSITION_MESS), msg.group, body, endian)
+            return _notice(int(_B.TRANSITION_MESS), msg.group, body, endian)
         case SelfLeave():
-            return _notice(int(_ST.CAUSED_BY_LEAVE), msg.group, b"", endian)
+            return _notice(int(_B.CAUSED_BY_LEAVE), msg.group, b"", endian)
     raise LocalProtocolError(f"not a daemon message: {msg!r}")
 
 
@@ -1171,7 +1184,7 @@ def daemon_message_from_frame(
         groups = _names_from(frame, pos, h.num_groups, "group", bad)
         pos += MAX_GROUP_NAME * h.num_groups
         return RejectMessage(
-            old_type=ServiceType(old & ~int(_ST.REJECT_MESS)),
+            old_type=ServiceType(old & ~int(_B.REJECT_MESS)),
             sender=h.sender,
             groups=groups,
             mess_type=h.mess_type,
@@ -1182,7 +1195,7 @@ def daemon_message_from_frame(
         groups = _names_from(frame, pos, h.num_groups, "group", bad)
         pos += MAX_GROUP_NAME * h.num_groups
         return RegularMessage(
-            service_type=ServiceType(t),
+            service_type=service_type_of(t),
             sender=h.sender,
             groups=groups,
             mess_type=h.mess_type,
