@@ -350,6 +350,7 @@ class Daemon:
         self._reading_paused = False
         self._stopped = asyncio.Event()
         self._flushing = False
+        self.counters_internal_errors = 0
 
     # ------------------------------------------------------------------------- lifecycle
 
@@ -468,7 +469,16 @@ class Daemon:
 
     def client_data(self, session: int, data: bytes) -> None:
         assert self.node is not None
-        self.node.client_data(session, data, self.loop.time())
+        try:
+            self.node.client_data(session, data, self.loop.time())
+        except Exception:
+            # A bug of ours, met on one client's bytes: log it with the traceback and drop that
+            # client, rather than let the event loop kill its transport behind the node's back.
+            log.exception("internal error on client %d's data: dropping the client", session)
+            self.counters_internal_errors += 1
+            client = self._clients.get(session)
+            if client is not None and client.transport is not None:
+                client.transport.abort()
         self._flush()
 
     def client_drained(self, session: int) -> None:
@@ -588,6 +598,7 @@ class Daemon:
     def status(self) -> dict[str, Any]:
         assert self.node is not None and self.transport is not None
         status = self.node.status()
+        status["internal_errors"] = self.counters_internal_errors
         status["transport"] = {
             "mode": self.transport.mode,
             "bad_packets": self.transport.bad_packets,
