@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint format sim demo clean
+.PHONY: install test lint format sim demo bench soak soak-ci clean
 
 install: $(STAMP)
 
@@ -30,6 +30,20 @@ SEEDS ?= 10000
 sim: install
 	$(PY) -m spreadpy.sim --seeds $(SEEDS) --nodes 5 --loss 0.1 --dup 0.05 --reorder 0.05 --faults none
 	$(PY) -m spreadpy.sim --seeds $(SEEDS) --nodes 3 --nodes-max 7 --loss 0.1 --dup 0.05 --reorder 0.05 --faults all
+
+# Throughput, latency and failover on a three-namespace test bed (loopback without root);
+# tables, JSON and plots under benchmarks/results/. PEER=<prefix of a hand-built Spread 5.0.1>
+# runs the original side by side.
+bench: install
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) -m benchmarks.harness
+
+# kill -9 and link cuts under load, with a virtual-synchrony checker on what clients received.
+soak: install
+	$(PY) benchmarks/soak.py --duration 600
+
+soak-ci: install
+	$(PY) benchmarks/soak.py --duration 60 --no-progress
 
 format: install
 	$(VENV)/bin/ruff format .

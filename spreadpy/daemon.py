@@ -153,6 +153,7 @@ class RingTransport:
         self.allowed = {str(h.address) for h in config.hosts}
         segment = config.segments[me.segment_index]
         self.group = (str(segment.address), me.port)
+        self._my_ip = str(me.address)
         self.data_sock, self.token_sock = self._open_sockets()
         self._others = [
             (ip, port) for node, (ip, port, _) in self.peers.items() if node != me.index + 1
@@ -198,6 +199,7 @@ class RingTransport:
                 data.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, group + mine)
                 data.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mine)
                 data.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+                data.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
         except BaseException:
             data.close()
             token.close()
@@ -216,12 +218,12 @@ class RingTransport:
 
     def _readable(self, token_ready: bool) -> None:
         # Data first, always: a token must not overtake the data sent before it (P1).
-        self._drain(self.data_sock)
+        self._drain(self.data_sock, self._my_ip)
         if token_ready:
-            self._drain(self.token_sock)
+            self._drain(self.token_sock, None)
         self._on_batch_end()
 
-    def _drain(self, sock: socket.socket) -> None:
+    def _drain(self, sock: socket.socket, ignore_source: str | None) -> None:
         key = self.key
         for _ in range(RECV_BATCH_MAX):
             try:
@@ -231,6 +233,8 @@ class RingTransport:
             except OSError as exc:  # e.g. ICMP port unreachable reported on a UDP socket
                 log.debug("ring socket: %s", exc)
                 continue
+            if source[0] == ignore_source:
+                continue  # our own broadcast, looped back: not worth decoding
             if source[0] not in self.allowed:
                 self.foreign_packets += 1
                 continue

@@ -1,0 +1,524 @@
+"""Three hosts for the benchmarks and the soak, and the Spread daemons that run on them.
+
+    with open_bed("auto") as bed, Ring(bed, RingConfig(fast=True)) as ring:
+        ring.wait_ring()
+        proc = bed.spawn(bed.hosts[0], [sys.executable, "-m", "benchmarks.workers", ...])
+        ring.kill("h3"); ring.start("h3")
+        bed.cut_link(bed.hosts[1]); bed.restore_link(bed.hosts[1])
+
+Two kinds of bed:
+  netns     (root) tests/netns.py's `Testbed`: a bridge namespace and one namespace per host
+            (`h1`..`h3` at 198.18.0.1-3/24) plus a client namespace (.100). The ring runs by IP
+            broadcast to 198.18.0.255 (or multicast to 225.18.0.1 with transport="multicast").
+            Links can be cut: the host's port on the bridge is set down (`ip link set down`
+            on the bridge end of its veth), as if its cable were pulled at the switch.
+  loopback  (anyone) three daemons on 127.0.0.1/.2/.3 of this machine, the ring by unicast to
+            each (spreadpy's mode for a 127/8 segment), a free port; no link cuts.
+"auto" takes netns when tests/netns.py says namespaces can be built here, loopback otherwise.
+
+Everything a bed or a ring started is killed when its `with` block ends, whatever ended it
+(an exception, Ctrl-C, or SIGTERM once `terminate_on_sigterm()` is in force), and the namespaces
+are deleted after that. Processes are started with `ip netns exec`, which execs the program in
+place: the PID we hold is the program's, so `kill -9` hits the daemon itself.
+
+A `Ring` runs spreadpy (`python -m spreadpy -c FILE -n NAME --state-dir DIR`), or, with
+`RingConfig(peer=PREFIX)`, a hand-built original Spread 5.0.1 from PREFIX/sbin/spread (never
+built or shipped here; netns beds only, its clients connect by TCP).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import IO, Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from spreadpy.config import FAST_TIMEOUTS, LAN_TIMEOUTS, Timeouts
+from spreadpy.daemon import query_status
+from tests import netns
+from tests.daemons import free_port
+
+HOSTS = 3
+NETNS_SUBNET = "198.18.0.0/24"
+NETNS_BROADCAST = "198.18.0.255"
+NETNS_MULTICAST = "225.18.0.1"
+SPREAD_PORT = 4803
+START_TIMEOUT_S = 10.0
+RING_TIMEOUT_S = 30.0
+POLL_S = 0.02
+PROBE_ATTEMPT_S = 5.0
+KILL_WAIT_S = 5.0
+SOURCE_PACKAGES = ("spreadpy", "spuser", "wackapy")
+PROCESSES_MAX = 1000
+CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")  # a bed that starts more than this is a runaway loop
+
+
+class BedError(RuntimeError):
+    """The bed or a daemon on it could not be set up (the message says what and why)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Host:
+    name: str  # h1, h2, h3, or client
+    address: str
+    netns: str | None  # None: this machine's own namespace (loopback bed)
+    bridge_port: str | None  # the bridge end of its veth, for link cuts
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def terminate_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into KeyboardInterrupt so that `with` blocks clean up."""
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class Bed:
+    """Hosts to start processes on; owns every process started through it."""
+
+    def __init__(
+        self,
+        kind: str,
+        hosts: tuple[Host, ...],
+        client: Host | None,
+        segment: str,
+        testbed: netns.Testbed | None = None,
+    ) -> None:
+        self.kind = kind
+        self.hosts = hosts
+        self.client = client
+        self.segment = segment
+        self._testbed = testbed
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self._cut: set[str] = set()
+
+    @property
+    def can_cut_links(self) -> bool:
+        return self._testbed is not None
+
+    @property
+    def cut_hosts(self) -> frozenset[str]:
+        """Hosts whose cable is pulled right now."""
+        return frozenset(self._cut)
+
+    def host(self, name: str) -> Host:
+        for host in (*self.hosts, self.client):
+            if host is not None and host.name == name:
+                return host
+        raise KeyError(name)
+
+    def command(self, host: Host, argv: Sequence[str]) -> list[str]:
+        if host.netns is None:
+            return list(argv)
+        return ["ip", "netns", "exec", host.netns, *argv]
+
+    def spawn(
+        self,
+        host: Host,
+        argv: Sequence[str],
+        *,
+        stdout: int | IO[Any] | None = subprocess.PIPE,  # Any: bytes or text files
+        stdin: int | IO[Any] | None = subprocess.DEVNULL,
+        stderr: int | IO[Any] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Start `argv` on `host` (from the repository root); killed when the bed closes."""
+        if len(self._processes) >= PROCESSES_MAX:
+            raise BedError(f"more than {PROCESSES_MAX} processes started on one bed")
+        self._processes = [p for p in self._processes if p.poll() is None]
+        env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+        process = subprocess.Popen(
+            self.command(host, argv),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            cwd=REPO,
+            env=env,
+            start_new_session=True,  # Ctrl-C reaches us, not them: we stop them in order
+        )
+        self._processes.append(process)
+        return process
+
+    def run(self, host: Host, argv: Sequence[str], timeout_s: float = 10.0) -> str:
+        done = subprocess.run(
+            self.command(host, argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise BedError(f"{' '.join(argv)} on {host.name}: {done.stderr.strip()}")
+        return done.stdout
+
+    def cut_link(self, host: Host) -> None:
+        """Pull the host's cable: its port on the bridge goes down."""
+        self._set_port(host, "down")
+        self._cut.add(host.name)
+
+    def restore_link(self, host: Host) -> None:
+        self._set_port(host, "up")
+        self._cut.discard(host.name)
+
+    def _set_port(self, host: Host, state: str) -> None:
+        if self._testbed is None or host.bridge_port is None:
+            raise BedError("links can only be cut on a netns bed")
+        netns.run(["ip", "-n", self._testbed.bridge, "link", "set", host.bridge_port, state])
+
+    def close(self) -> None:
+        """Kill every process still running (kill -9), then wait for them."""
+        for process in self._processes:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+        for process in self._processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(KILL_WAIT_S)
+        self._processes.clear()
+        if self._testbed is not None:
+            for name in sorted(self._cut):
+                with contextlib.suppress(netns.TestbedError):
+                    self.restore_link(self.host(name))
+
+
+def source_digest() -> str:
+    """A digest of the code the daemons and clients run: a restarted daemon runs what is on disk
+    then, so a tree edited during a run means mixed code (the runs say so)."""
+    digest = hashlib.sha256()
+    for package in SOURCE_PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def git_commit() -> tuple[str, bool]:
+    """(HEAD's commit or "unknown", whether tracked files differ from it)."""
+
+    def git(*args: str) -> str | None:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    return commit, bool(git("status", "--porcelain", "--untracked-files=no"))
+
+
+def netns_unavailable_reason() -> str | None:
+    return netns.unavailable_reason()
+
+
+def _port_name(role: str) -> str:
+    """The bridge end of a node's veth, as tests/netns.py names it."""
+    return f"p-{role}"[:15]
+
+
+@contextlib.contextmanager
+def open_bed(kind: str = "auto", transport: str = "broadcast") -> Iterator[Bed]:
+    """A three-host bed (see the module docstring); everything on it is gone afterwards."""
+    if kind not in ("auto", "netns", "loopback"):
+        raise ValueError(f"bed kind must be auto, netns or loopback, not {kind!r}")
+    reason = netns.unavailable_reason()
+    if kind == "netns" and reason is not None:
+        raise BedError(f"cannot build a netns bed: {reason}")
+    if kind == "loopback" or (kind == "auto" and reason is not None):
+        hosts = tuple(
+            Host(name=f"h{i}", address=f"127.0.0.{i}", netns=None, bridge_port=None)
+            for i in range(1, HOSTS + 1)
+        )
+        bed = Bed("loopback", hosts, None, "127.0.0.255")
+        try:
+            yield bed
+        finally:
+            bed.close()
+        return
+    segment = {"broadcast": NETNS_BROADCAST, "multicast": NETNS_MULTICAST}.get(transport)
+    if segment is None:
+        raise ValueError(f"transport must be broadcast or multicast, not {transport!r}")
+    with netns.Testbed(hosts=HOSTS, client=True, subnet=NETNS_SUBNET) as testbed:
+        assert testbed.client is not None
+        hosts = tuple(
+            Host(name=n.role, address=str(n.address), netns=n.name, bridge_port=_port_name(n.role))
+            for n in testbed.hosts
+        )
+        c = testbed.client
+        client = Host(
+            name="client", address=str(c.address), netns=c.name, bridge_port=_port_name("client")
+        )
+        bed = Bed("netns", hosts, client, segment, testbed)
+        try:
+            yield bed
+        finally:
+            bed.close()
+
+
+# -------------------------------------------------------------------------------- daemons
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RingConfig:
+    accelerated: bool = False
+    fast: bool = False  # TimeoutProfile = fast
+    peer: Path | None = None  # prefix of an original Spread 5.0.1 build, instead of spreadpy
+    client_transport: str = "unix"  # how clients reach their daemon: unix or tcp
+
+    @property
+    def implementation(self) -> str:
+        return "spread-5.0.1" if self.peer is not None else "spreadpy"
+
+    @property
+    def label(self) -> str:
+        ring = "accelerated" if self.accelerated else "original"
+        timeouts = "fast" if self.fast else "default"
+        return f"{self.implementation} {ring} ring, {timeouts} timeouts"
+
+
+def peer_binaries(prefix: Path) -> tuple[Path, Path | None]:
+    """(sbin/spread, bin/spflooder or None) under an original Spread install prefix."""
+    daemon = prefix / "sbin" / "spread"
+    if not os.access(daemon, os.X_OK):
+        raise BedError(f"PEER={prefix}: {daemon} is not an executable")
+    flooder = prefix / "bin" / "spflooder"
+    return daemon, flooder if os.access(flooder, os.X_OK) else None
+
+
+def _timeout_lines(t: Timeouts) -> str:
+    return (
+        f"TokenTimeout = {t.token_ms}\nHurryTimeout = {t.hurry_ms}\nAliveTimeout = {t.alive_ms}\n"
+        f"JoinTimeout = {t.join_ms}\nRepTimeout = {t.rep_ms}\nSegTimeout = {t.seg_ms}\n"
+        f"GatherTimeout = {t.gather_ms}\nFormTimeout = {t.form_ms}\n"
+        f"LookupTimeout = {t.lookup_ms}\n"
+    )
+
+
+class Ring:
+    """Spread daemons, one per bed host, with their configuration and state in a work dir."""
+
+    def __init__(self, bed: Bed, config: RingConfig | None = None) -> None:
+        config = config if config is not None else RingConfig()
+        if config.peer is not None and bed.kind != "netns":
+            raise BedError("the original Spread needs a netns bed (it cannot share 127.0.0.1)")
+        self.bed = bed
+        self.config = config
+        self.port = SPREAD_PORT if bed.kind == "netns" else free_port()
+        self.workdir = Path(tempfile.mkdtemp(prefix="spbench-"))
+        self.state_dir = self.workdir / "state"
+        self.state_dir.mkdir()
+        self.names = tuple(h.name for h in bed.hosts)
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.peer_daemon: Path | None = None
+        self.peer_flooder: Path | None = None
+        if config.peer is not None:
+            self.peer_daemon, self.peer_flooder = peer_binaries(config.peer)
+        self.client_transport = "tcp" if config.peer is not None else config.client_transport
+
+    # -- configuration -------------------------------------------------------------------
+
+    def config_text(self, name: str) -> str:
+        daemons = "".join(f"\t{h.name}\t{h.address}\n" for h in self.bed.hosts)
+        lines = [f"Spread_Segment {self.bed.segment}:{self.port} {{\n{daemons}}}\n"]
+        if self.config.accelerated:
+            lines.append("AcceleratedRing = true\n")
+        if self.config.peer is None:
+            lines.append(f'ClientSocketPath = "{self.unix_socket(name)}"\n')
+            if self.config.fast:
+                lines.append("TimeoutProfile = fast\n")
+        else:
+            run_dir = self.workdir / f"run-{name}"
+            run_dir.mkdir(exist_ok=True)
+            lines.append(f"RuntimeDir = {run_dir}\nDaemonUser = root\nDaemonGroup = root\n")
+            lines.append(_timeout_lines(FAST_TIMEOUTS if self.config.fast else LAN_TIMEOUTS))
+        return "".join(lines)
+
+    def config_path(self, name: str) -> Path:
+        path = self.workdir / f"{name}.conf"
+        if not path.exists():
+            path.write_text(self.config_text(name))
+        return path
+
+    def unix_socket(self, name: str) -> str:
+        return str(self.workdir / f"{name}.sock")
+
+    def client_address(self, name: str) -> str:
+        """What a client on host `name` passes to connect()/spflooder -s."""
+        if self.client_transport == "unix":
+            return self.unix_socket(name)
+        return f"{self.port}@{self.bed.host(name).address}"
+
+    def log_path(self, name: str) -> Path:
+        return self.workdir / f"{name}.log"
+
+    # -- processes -----------------------------------------------------------------------
+
+    def __enter__(self) -> Ring:
+        try:
+            for name in self.names:
+                self.start(name)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def argv(self, name: str) -> list[str]:
+        conf = str(self.config_path(name))
+        if self.peer_daemon is not None:
+            return [str(self.peer_daemon), "-n", name, "-c", conf]
+        state = str(self.state_dir)
+        return [sys.executable, "-m", "spreadpy", "-c", conf, "-n", name, "--state-dir", state]
+
+    def alive(self, name: str) -> bool:
+        process = self._procs.get(name)
+        return process is not None and process.poll() is None
+
+    def pid(self, name: str) -> int:
+        process = self._procs[name]
+        return process.pid
+
+    def cpu_seconds(self, name: str) -> float | None:
+        """User + system CPU time the daemon on `name` has used so far (/proc/PID/stat)."""
+        process = self._procs.get(name)
+        if process is None or process.poll() is not None:
+            return None
+        try:
+            stat = Path(f"/proc/{process.pid}/stat").read_text()
+        except OSError:
+            return None
+        fields = stat.rpartition(")")[2].split()  # the name may hold spaces: skip past it
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S
+
+    def start(self, name: str) -> None:
+        if self.alive(name):
+            raise BedError(f"{name} is already running")
+        with self.log_path(name).open("ab") as log:
+            self._procs[name] = self.bed.spawn(
+                self.bed.host(name), self.argv(name), stdout=log, stderr=subprocess.STDOUT
+            )
+        if self.peer_daemon is None:
+            status = self.unix_socket(name) + ".status"
+            ready = _poll(lambda: os.path.exists(status) or not self.alive(name), START_TIMEOUT_S)
+            if not ready or not self.alive(name):
+                raise BedError(f"{name} did not start:\n{self.log_tail(name)}")
+
+    def kill(self, name: str) -> float:
+        """kill -9 the daemon on `name`; returns the monotonic time just before the signal."""
+        process = self._procs.get(name)
+        t = time.monotonic()
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(KILL_WAIT_S)
+        return t
+
+    def close(self) -> None:
+        for name in self.names:
+            self.kill(name)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def log_tail(self, name: str, chars: int = 3000) -> str:
+        try:
+            return self.log_path(name).read_text(errors="replace")[-chars:]
+        except FileNotFoundError:
+            return ""
+
+    # -- state ---------------------------------------------------------------------------
+
+    def status(self, name: str) -> dict[str, Any] | None:  # Any: the daemon's JSON
+        """spreadpy's status document (`spreadpy status --json`), None if it does not answer."""
+        if self.peer_daemon is not None:
+            return None
+        try:
+            return query_status(self.unix_socket(name) + ".status")
+        except (OSError, ValueError):
+            return None
+
+    def ring_formed(self, names: Sequence[str] | None = None) -> bool:
+        """One operational ring of exactly `names` (default: every daemon now running)."""
+        expected = sorted(names if names is not None else [n for n in self.names if self.alive(n)])
+        states = [self.status(n) for n in expected]
+        if any(s is None for s in states):
+            return False
+        return (
+            len({tuple(s["ring_id"]) for s in states if s is not None}) == 1
+            and all(s is not None and s["state"] == "operational" for s in states)
+            and all(s is not None and sorted(s["members"]) == expected for s in states)
+        )
+
+    def wait_ring(
+        self, names: Sequence[str] | None = None, timeout_s: float = RING_TIMEOUT_S
+    ) -> float:
+        """Wait for one ring of `names`; returns the seconds it took. Peer rings are checked
+        by a client on each daemon seeing the others' clients in one group."""
+        started = time.monotonic()
+        if self.peer_daemon is None:
+            ok = _poll(lambda: self.ring_formed(names), timeout_s)
+        else:
+            ok = self._wait_ring_by_clients(names or self.names, timeout_s)
+        if not ok:
+            logs = "\n".join(f"--- {n}\n{self.log_tail(n)}" for n in self.names)
+            raise BedError(f"no ring of {names or self.names} within {timeout_s} s\n{logs}")
+        return time.monotonic() - started
+
+    def _wait_ring_by_clients(self, names: Sequence[str], timeout_s: float) -> bool:
+        """A client on each daemon joins one group; wait until each sees all of them."""
+        deadline = time.monotonic() + timeout_s
+        while (remaining := deadline - time.monotonic()) > 0:
+            attempt = min(remaining, PROBE_ATTEMPT_S)  # a daemon not up yet: try again soon
+            probes = [
+                self.bed.spawn(self.bed.host(name), self.probe_argv(name, i, len(names), attempt))
+                for i, name in enumerate(names)
+            ]
+            codes = []
+            for process in probes:
+                try:
+                    process.communicate(timeout=max(0.1, deadline - time.monotonic()) + 5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.communicate()
+                codes.append(process.returncode)
+            if all(code == 0 for code in codes):
+                return True
+            time.sleep(0.2)
+        return False
+
+    def probe_argv(self, name: str, index: int, members: int, timeout_s: float) -> list[str]:
+        """A `watch` worker on `name` that exits 0 once group bench-ring-probe has `members`."""
+        return [
+            sys.executable, "-m", "benchmarks.workers", "watch", "-s", self.client_address(name),
+            "-u", f"probe{index}", "--group", "bench-ring-probe",
+            "--until-members", str(members), "--timeout", f"{timeout_s:.1f}",
+        ]  # fmt: skip
+
+
+def _poll(probe: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if probe():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_S)
