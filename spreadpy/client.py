@@ -651,6 +651,9 @@ class MailboxCore:
 # --- the blocking mailbox ---------------------------------------------------------------------
 
 
+DISCONNECT_DRAIN_S: Final = 1.0  # at most this long reading to the daemon's close
+
+
 class Mailbox:
     """A connection to a Spread daemon (libspread's `mailbox`). Make one with `connect()`."""
 
@@ -815,10 +818,27 @@ class Mailbox:
             with contextlib.suppress(OSError):  # already gone: nothing left to end
                 if kill:
                     self._sock.sendall(kill)
+                    # Close our half only, then read to the daemon's end: closing a socket
+                    # with unread data sends a reset, and a reset makes the daemon's kernel
+                    # throw away requests it had received but the daemon had not read yet.
+                    self._sock.shutdown(socket.SHUT_WR)
+                    if self._recv_lock.acquire(timeout=DISCONNECT_DRAIN_S):
+                        try:
+                            self._drain_to_eof()
+                        finally:
+                            self._recv_lock.release()
             with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)  # wakes a receive() blocked in poll
         with self._recv_lock:
             self._sock.close()
+
+    def _drain_to_eof(self) -> None:
+        deadline = time.monotonic() + DISCONNECT_DRAIN_S
+        while (left := deadline - time.monotonic()) > 0:
+            if not self._poller.poll(left * 1000):
+                return
+            if not self._sock.recv(65536):
+                return  # the daemon has closed: everything we sent was read
 
     close = disconnect
 
