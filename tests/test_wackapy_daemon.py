@@ -242,9 +242,9 @@ def test_get_state_bytes_for_the_seed() -> None:
 
 def test_decode_reads_the_true_prefix_of_a_network_order_netmask() -> None:
     """A C wackamole's reply for a /24 (upstream's client would print /32 on x86)."""
-    record = struct.pack("!16s4s4s4s", b"eth0", bytes([10, 0, 0, 5]), bytes(4), bytes(4))
+    record = struct.pack("!16s4s4s4s", b"eth0", bytes([198, 18, 3, 5]), bytes(4), bytes(4))
     extra = struct.pack(
-        "!16s4s4s4s", b"eth1", bytes([192, 168, 5, 5]), bytes(4), bytes([255, 255, 255, 0])
+        "!16s4s4s4s", b"eth1", bytes([198, 19, 5, 5]), bytes(4), bytes([255, 255, 255, 0])
     )
     head = record[:24] + bytes([255, 255, 255, 0])
     payload = struct.pack("!i", 0) + bytes(28) + head + extra + bytes(28 * 29)
@@ -253,8 +253,8 @@ def test_decode_reads_the_true_prefix_of_a_network_order_netmask() -> None:
             None,
             0,
             (
-                ListedAddress("eth0", ipaddress.IPv4Interface("10.0.0.5/24")),
-                ListedAddress("eth1", ipaddress.IPv4Interface("192.168.5.5/24")),
+                ListedAddress("eth0", ipaddress.IPv4Interface("198.18.3.5/24")),
+                ListedAddress("eth1", ipaddress.IPv4Interface("198.19.5.5/24")),
             ),
         ),
     )
@@ -333,11 +333,11 @@ def test_listing_of_the_seed_with_true_prefixes() -> None:
 
 
 def test_listing_of_an_unowned_multi_address_set() -> None:
-    rows = [_set(None, "eth0:10.0.0.5/24", "eth1:192.168.5.5/24", "bond0.100:198.18.0.9/32")]
+    rows = [_set(None, "eth0:198.18.3.5/24", "eth1:198.19.5.5/24", "bond0.100:198.18.0.9/32")]
     assert format_listing(rows) == (
         "Owner: not acquired\n"
-        "\t*    eth0:10.0.0.5/24\n"
-        "\t ->  eth1:192.168.5.5/24\n"
+        "\t*    eth0:198.18.3.5/24\n"
+        "\t ->  eth1:198.19.5.5/24\n"
         "\t -> bond0.100:198.18.0.9/32\n"  # names of 5+ characters get no padding
     )
 
