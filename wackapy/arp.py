@@ -355,6 +355,10 @@ class AnnouncePlanner:
                 continue
             self._outbox.extend(_notification(a.set_id, vip, target, None, ping=False))
             sent += 1
+        # Step over targets that are never announced (the VIP itself, the broadcast address):
+        # if only those are left, this block is done and needs no empty pass later.
+        while offset < count and _skip_block_target(vip, ipaddress.IPv4Address(first + offset)):
+            offset += 1
         a.block_offsets[(vi, ni)] = offset
         return offset < count
 
