@@ -29,7 +29,7 @@ what the 5.0.1 binary runs at start-up: true only when `AcceleratedRing = true` 
 
 spreadpy's own keywords (never changes to the original ones, recognised only at the start of a
 statement, so daemon names are unaffected): RingAuthKeyFile, TimeoutProfile, MaxMessageSize,
-ClientSocketPath.
+ClientSocketPath, RingPacketSize.
 """
 
 from __future__ import annotations
@@ -77,6 +77,8 @@ KNOWN_AUTH_METHODS: Final = ("NULL", "IP", "PWORD")
 RING_PACKET_BODY_BYTES: Final = 1428
 MESSAGE_HEADER_BYTES: Final = 48
 DEFAULT_MAX_MESSAGE_SIZE: Final = 100 * RING_PACKET_BODY_BYTES - MESSAGE_HEADER_BYTES  # 142752
+RING_PACKET_SIZE_MIN: Final = 512
+RING_PACKET_SIZE_MAX: Final = 65000
 MAX_MESSAGE_SIZE_LIMIT: Final = 32767 * RING_PACKET_BODY_BYTES - MESSAGE_HEADER_BYTES
 
 
@@ -307,6 +309,9 @@ class SpreadConfig:
     timeout_profile: TimeoutProfile = TimeoutProfile.DEFAULT
     ring_auth_key_file: str | None = None
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    # Largest ring datagram; None: 1472 (an Ethernet frame), or 8192 when every daemon is on
+    # loopback. All daemons of a ring should agree, and it must fit the path's MTU.
+    ring_packet_size: int | None = None
     client_socket_path: str | None = None
     # derived
     config_hash: int = 0
@@ -576,6 +581,7 @@ EXTENSION_KEYWORDS: Final = (
     "TimeoutProfile",
     "MaxMessageSize",
     "ClientSocketPath",
+    "RingPacketSize",
 )
 _ORIGINAL_KEYWORD_SET: Final = frozenset(ORIGINAL_KEYWORDS)
 _EXTENSION_KEYWORD_SET: Final = frozenset(EXTENSION_KEYWORDS)
@@ -790,6 +796,7 @@ _VALUE_KIND: Final = {
     "TimeoutProfile": "string",
     "MaxMessageSize": "number",
     "ClientSocketPath": "string",
+    "RingPacketSize": "number",
 }
 
 
@@ -1150,6 +1157,15 @@ class _Parser:
                         value_at,
                         f"MaxMessageSize must be between 1 and "
                         f"{MAX_MESSAGE_SIZE_LIMIT} bytes, not {value}",
+                    )
+                    return
+            case "RingPacketSize":
+                assert isinstance(value, int)
+                if not RING_PACKET_SIZE_MIN <= value <= RING_PACKET_SIZE_MAX:
+                    self.error(
+                        value_at,
+                        f"RingPacketSize must be between {RING_PACKET_SIZE_MIN} and "
+                        f"{RING_PACKET_SIZE_MAX} bytes, not {value}",
                     )
                     return
             case "RingAuthKeyFile" if value == "":
@@ -1705,6 +1721,7 @@ class _Parser:
             ring_auth_key_file=self.get_str("RingAuthKeyFile"),
             max_message_size=self.get_int("MaxMessageSize", DEFAULT_MAX_MESSAGE_SIZE),
             client_socket_path=self.get_str("ClientSocketPath"),
+            ring_packet_size=self.get_int("RingPacketSize", 0) or None,
             config_hash=compute_config_hash(
                 segments, exclude_segment_addresses=exclude, accelerated_ring=accelerated
             ),

@@ -35,7 +35,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -43,7 +43,7 @@ from . import packets as pk
 from .config import HostEntry, IfaceType, IPAddress, SpreadConfig, is_local_address
 from .errors import MalformedPacket
 from .membership import Channel, PersistRingSeq, SendPacket
-from .node import CloseClient, Node, ToClient, ViewInstalled
+from .node import CloseClient, Node, ToClient, ViewInstalled, totem_config
 from .unixpath import PathInUse, claim_unix_path
 
 log = logging.getLogger("spreadpy")
@@ -52,6 +52,7 @@ RECV_BATCH_MAX = 512  # datagrams read per socket per wake-up: the token must no
 SOCKET_BUFFER_BYTES = 8 * 1024 * 1024
 CLIENT_WRITE_BUFFER_MAX = 64 * 1024 * 1024  # a client this far behind is not reading: drop it
 CLIENT_WRITE_BUFFER_HIGH = 64 * 1024  # above this, messages wait for resume_writing to count
+LOOPBACK_PACKET_SIZE = 8192  # ring packet size when every daemon is on this machine
 RING_BACKLOG_HIGH = 5000  # messages waiting for the token: stop reading clients
 RING_BACKLOG_LOW = 1000
 
@@ -371,9 +372,16 @@ class Daemon:
         except BaseException:
             self.transport.close()
             raise
+        totem = totem_config(self.config)
+        if self.config.ring_packet_size is not None:
+            totem = replace(totem, packet_size_max=self.config.ring_packet_size)
+        elif all(h.address.is_loopback for h in self.config.hosts):
+            # Loopback carries 64 KB datagrams: bigger ring packets, fewer system calls.
+            totem = replace(totem, packet_size_max=LOOPBACK_PACKET_SIZE)
         self.node = Node(
             self.config,
             self.me,
+            totem=totem,
             ring_seq=ring_seq,
             now=now,
             rng=random.Random(random.SystemRandom().getrandbits(64)),
@@ -603,6 +611,7 @@ class Daemon:
         assert self.node is not None and self.transport is not None
         status = self.node.status()
         status["internal_errors"] = self.counters_internal_errors
+        status["ring_packet_size"] = self.node.processor.config.packet_size_max
         status["transport"] = {
             "mode": self.transport.mode,
             "bad_packets": self.transport.bad_packets,

@@ -1351,3 +1351,15 @@ def test_rendered_configs_round_trip(case: tuple[str, list[list[tuple[str, str]]
     assert [s.port for s in config.segments] == [4803 + 10 * i for i in range(len(groups))]
     assert config.wide_area_network == (len(groups) > 1)
     assert [h.index for h in config.hosts] == list(range(len(config.hosts)))
+
+
+def test_ring_packet_size_extension() -> None:
+    base = "Spread_Segment 127.0.0.255:4803 {\n n1 127.0.0.1\n}\n"
+    assert parse_config(base, "a.conf").ring_packet_size is None
+    assert parse_config(base + "RingPacketSize = 8972\n", "b.conf").ring_packet_size == 8972
+    for bad in ("100", "70000"):
+        with pytest.raises(ConfigError) as caught:
+            parse_config(base + f"RingPacketSize = {bad}\n", "c.conf")
+        problem = caught.value.problems[0]
+        assert (problem.line, problem.col) == (4, 18)
+        assert "RingPacketSize must be between 512 and 65000" in problem.message

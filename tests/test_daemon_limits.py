@@ -64,3 +64,13 @@ def test_max_message_size_above_the_protocol_limit_still_accepts_clients(
                     assert len(message.data) == 142_752 - 32
                     break
         assert "above what the client protocol can carry" in cluster["n1"].log()
+
+
+def test_ring_packet_size_is_8192_on_loopback_unless_configured(tmp_path: Path) -> None:
+    with Cluster(tmp_path / "a", names=("n1",)) as cluster:
+        cluster.wait_ring()
+        assert cluster["n1"].status()["ring_packet_size"] == 8192
+    extra = FAST_TIMEOUTS + "RingPacketSize = 1472\n"
+    with Cluster(tmp_path / "b", names=("n1",), extra_config=extra) as cluster:
+        cluster.wait_ring()
+        assert cluster["n1"].status()["ring_packet_size"] == 1472
