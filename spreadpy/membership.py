@@ -537,7 +537,7 @@ class Processor:
             self.counters.retransmitted += answered
 
         # 2. New packets, within the flow-control budget and the seq gap behind the safe line.
-        cur_backlog = len(self._recovery.resend) if self._recovery else len(self._pending)
+        cur_backlog = self._backlog()
         total_backlog = max(0, tok.backlog - self._prev_backlog) + cur_backlog
         if total_backlog > cur_backlog > 0:
             budget = min(budget, max(1, cfg.window * cur_backlog // total_backlog))
@@ -560,7 +560,7 @@ class Processor:
             tok.aru_node = me
         tok.fcc = max(0, tok.fcc - self._prev_sent) + sent
         self._prev_sent = sent
-        cur_backlog = len(self._recovery.resend) if self._recovery else len(self._pending)
+        cur_backlog = self._backlog()
         tok.backlog = max(0, tok.backlog - self._prev_backlog) + cur_backlog
         self._prev_backlog = cur_backlog
 
@@ -610,6 +610,10 @@ class Processor:
             self._deliver_ready(ring)
         elif self._install_ready(tok):
             self._install(now)
+
+    def _backlog(self) -> int:
+        """What we have waiting for the ring: resends while recovering, else messages."""
+        return len(self._recovery.resend) if self._recovery is not None else len(self._pending)
 
     def _new_packets(self, tok: Token, budget: int) -> list[bytes]:
         """Sequence up to `budget` packets from the send (or recovery) queue."""

@@ -275,17 +275,26 @@ class _Machine(Generic[_State, _Input]):
 class _ReceiveBuffer:
     """Received bytes not yet consumed; consuming is amortised O(bytes)."""
 
-    __slots__ = ("_data", "_start")
+    __slots__ = ("_data", "_start", "eof")
 
     def __init__(self) -> None:
         self._data = bytearray()
         self._start = 0
+        self.eof = False  # the peer closed its side
+
+    def feed(self, data: bytes) -> None:
+        """Buffer bytes from the peer; b"" means it closed its side."""
+        if self.eof:
+            if data:
+                raise LocalProtocolError("data after EOF")
+            return
+        if not data:
+            self.eof = True
+            return
+        self._data += data
 
     def __len__(self) -> int:
         return len(self._data) - self._start
-
-    def extend(self, data: bytes) -> None:
-        self._data += data
 
     def peek(self, size: int) -> bytes:
         return bytes(self._data[self._start : self._start + size])
@@ -344,7 +353,6 @@ class ServerSession:
             SERVER_TRANSITIONS, ServerState.AWAIT_CONNECT
         )
         self._buf = _ReceiveBuffer()
-        self._eof = False
         self._header: MessageHeader | None = None  # validated header of a partial request
         self._pending: Authenticated | None = None
         self._failure_reply = b""
@@ -376,14 +384,7 @@ class ServerSession:
         """Buffer bytes from the client; b"" means it closed its side."""
         if self._machine.state in (ServerState.CLOSED, ServerState.ERROR):
             return
-        if self._eof:
-            if data:
-                raise LocalProtocolError("data after EOF")
-            return
-        if not data:
-            self._eof = True
-            return
-        self._buf.extend(data)
+        self._buf.feed(data)
 
     def next_event(self) -> ServerEvent | Sentinel:
         state = self._machine.state
@@ -396,7 +397,7 @@ class ServerSession:
             return event
         try:
             result = self._parse(state)
-            if result is NEED_DATA and self._eof:
+            if result is NEED_DATA and self._buf.eof:
                 self._machine.fire(ServerInput.EOF)
                 self._buf.clear()
                 return ConnectionClosed()
@@ -589,7 +590,6 @@ class ClientConnection:
             CLIENT_TRANSITIONS, ClientState.START
         )
         self._buf = _ReceiveBuffer()
-        self._eof = False
         self._header: MessageHeader | None = None
         self.request: ConnectRequest | None = None
         self.auth_list: AuthList | None = None
@@ -614,14 +614,7 @@ class ClientConnection:
         """Buffer bytes from the daemon; b"" means it closed its side."""
         if self._machine.state in (ClientState.CLOSED, ClientState.ERROR):
             return
-        if self._eof:
-            if data:
-                raise LocalProtocolError("data after EOF")
-            return
-        if not data:
-            self._eof = True
-            return
-        self._buf.extend(data)
+        self._buf.feed(data)
 
     def next_event(self) -> ClientEvent | Sentinel:
         state = self._machine.state
@@ -631,7 +624,7 @@ class ClientConnection:
             return ConnectionClosed()
         try:
             result = self._parse(state)
-            if result is NEED_DATA and self._eof:
+            if result is NEED_DATA and self._buf.eof:
                 self._machine.fire(ClientInput.EOF)
                 self._buf.clear()
                 return ConnectionClosed()
