@@ -8,7 +8,8 @@ it); shared/spec/client-protocol.md §6-§7 (requests, what clients receive); sh
 
 Inputs (none needs a clock):
   client_connected(session, private_name, wants_membership)   the caller checked name and quota
-  client_request(session, request)      wire.Multicast / Join / Leave, or Kill (= disconnected)
+  client_request(session, request)      wire.MulticastFrame (or Multicast) / Join / Leave, or
+                                        Kill (= disconnected)
   client_disconnected(session)          EOF or KILL (once per session); after our CloseSession,
                                         call it once as the acknowledgement
   session_written(session, count)       the adapter wrote `count` of our messages to the client
@@ -16,13 +17,16 @@ Inputs (none needs a clock):
   view_change(ViewChange)               from the ring: a first regular view, then trans/reg pairs
 Outputs, from drain_actions():
   SubmitToRing(data, service)           give to Processor.submit (service: packets.Service)
-  ToSession(session, message)           a wire.DaemonMessage for one client
+  ToSession(session, message)           a wire.DaemonMessage for one client, or the bytes of a
+                                        multicast's relay frame (wire.MulticastFrame.frame)
   CloseSession(session, reason)         we dropped the session: close its socket
 
 Every join, leave, kill and multicast goes round the ring as a compact item (`encode_item`);
-joins, leaves and kills travel AGREED, multicasts at their own service level. Nothing changes
-group state until the ring delivers the item, so every daemon applies the same changes in the
-same order.
+joins, leaves and kills travel AGREED, multicasts at their own service level. A multicast's item
+is the delivery frame its session built (client-protocol.md §7.1) behind a 5-byte prefix:
+receiving daemons read the target names and write the frame's bytes to their clients. Nothing
+changes group state until the ring delivers the item, so every daemon applies the same changes in
+the same order.
 
 States (Spread's Gstate) and the view table `_VIEW_HANDLERS`:
   START    no view yet; client requests are held
@@ -92,10 +96,8 @@ from .membership import Deliver, ViewChange
 from .packets import RingId, Service
 from .wire import (
     MAX_GROUP_NAME,
-    MAX_GROUPS_PER_MESSAGE,
     MAX_LOCAL_GROUP_MEMBERS,
     DaemonMessage,
-    Endian,
     GroupId,
     Join,
     Kill,
@@ -103,13 +105,13 @@ from .wire import (
     MembershipCause,
     MembershipMessage,
     Multicast,
-    RegularMessage,
+    MulticastFrame,
     RejectMessage,
     SelfLeave,
     ServiceType,
     TransitionalMessage,
     private_group_name,
-    service_type_of,
+    relay_frame_targets,
     split_private_group,
     valid_group_name,
     valid_private_name,
@@ -231,17 +233,16 @@ class ItemKind(IntEnum):
     STATE = 5
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True)
 class McastItem:
-    """A client multicast. `sender` is the private name; its daemon is the ring originator."""
+    """A client multicast: the delivery frame the sender's daemon built (wire.MulticastFrame).
+
+    Its sender field is the private group; its daemon is the ring originator. Receiving daemons
+    read only the type and the target names, and write the frame to their clients as it is.
+    """
 
     ref: int  # the sending session's number at its daemon (SELF_DISCARD)
-    sender: str
-    service_type: int  # one service bit, optionally | SELF_DISCARD
-    mess_type: int = 0
-    hint_endian: Endian = Endian.LITTLE
-    groups: tuple[str, ...] = ()
-    data: bytes = b""
+    frame: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,12 +285,12 @@ class StateItem:
 
 Item = McastItem | JoinItem | LeaveItem | KillItem | StateItem
 
-_MCAST_HDR: Final = struct.Struct("!BBBhI")  # kind, service type, flags, mess_type, ref
-_REF_HDR: Final = struct.Struct("!BI")  # kind, ref
+_REF_HDR: Final = struct.Struct("!BI")  # kind, ref (a multicast's frame follows)
+_REF: Final = struct.Struct("!I")
+_MCAST_KIND: Final = bytes((ItemKind.MCAST,))
 _STATE_HDR: Final = struct.Struct("!BBQII")  # kind, flags, view seq, view rep, entry count
 _ENTRY: Final = struct.Struct("!IQBIBH")  # epoch daemon, seq, transitional, index, changed, n
 _U8: Final = struct.Struct("!B")
-_FLAG_LITTLE: Final = 0x01
 _FLAG_LAST: Final = 0x01
 
 
@@ -314,15 +315,11 @@ def encode_item(item: Item) -> bytes:
     """The bytes of one groups-layer item, as it travels the ring."""
     match item:
         case McastItem():
-            if len(item.groups) > MAX_GROUPS_PER_MESSAGE:
-                raise LocalProtocolError(f"{len(item.groups)} groups; at most 100")
-            ring_service(item.service_type)  # validates
-            flags = _FLAG_LITTLE if item.hint_endian is Endian.LITTLE else 0
-            head = _MCAST_HDR.pack(
-                ItemKind.MCAST, item.service_type, flags, item.mess_type, item.ref
-            )
-            names = b"".join(_name8(g) for g in item.groups)
-            return head + _name8(item.sender) + bytes((len(item.groups),)) + names + item.data
+            try:
+                relay_frame_targets(item.frame)
+            except ValueError as exc:
+                raise LocalProtocolError(f"not a relay frame: {exc}") from None
+            return _REF_HDR.pack(ItemKind.MCAST, item.ref) + item.frame
         case JoinItem() | LeaveItem():
             kind = ItemKind.JOIN if isinstance(item, JoinItem) else ItemKind.LEAVE
             return _REF_HDR.pack(kind, item.ref) + _name8(item.sender) + _name8(item.group)
@@ -396,27 +393,13 @@ def decode_item(data: bytes) -> Item:
     r = _Reader(bytes(data))
     kind = data[0]
     if kind == ItemKind.MCAST:
-        _, svc, flags, mess_type, ref = r.unpack(_MCAST_HDR)
+        _, ref = r.unpack(_REF_HDR)
+        frame = r.rest()
         try:
-            ring_service(svc)
+            relay_frame_targets(frame)
         except ValueError as exc:
             raise MalformedPacket(str(exc)) from None
-        if flags & ~_FLAG_LITTLE:
-            raise MalformedPacket(f"unknown multicast flags {flags:#x}")
-        sender = r.private()
-        (count,) = r.unpack(_U8)
-        if count > MAX_GROUPS_PER_MESSAGE:
-            raise MalformedPacket(f"{count} target groups")
-        groups = tuple(r.name() for _ in range(count))
-        return McastItem(
-            ref=ref,
-            sender=sender,
-            service_type=svc,
-            mess_type=mess_type,
-            hint_endian=Endian.LITTLE if flags & _FLAG_LITTLE else Endian.BIG,
-            groups=groups,
-            data=r.rest(),
-        )
+        return McastItem(ref, frame)
     if kind in (ItemKind.JOIN, ItemKind.LEAVE):
         _, ref = r.unpack(_REF_HDR)
         sender, group = r.private(), r.group()
@@ -459,7 +442,7 @@ class SubmitToRing:
 @dataclass(frozen=True, slots=True)
 class ToSession:
     session: SessionId
-    message: DaemonMessage
+    message: DaemonMessage | bytes  # bytes: a multicast's relay frame (ServerSession.relay)
 
 
 @dataclass(frozen=True, slots=True)
@@ -584,6 +567,7 @@ class GroupsLayer:
         self._sessions: dict[SessionId, _Session] = {}
         self._by_ref: dict[int, _Session] = {}
         self._by_name: dict[str, _Session] = {}
+        self._by_private_group: dict[str, _Session] = {}
         self._closed_by_us: set[SessionId] = set()
         self._next_ref = 1
 
@@ -659,30 +643,26 @@ class GroupsLayer:
         self._sessions[session] = s
         self._by_ref[ref] = s
         self._by_name[private_name] = s
+        self._by_private_group[s.private_group] = s
         return s.private_group
 
-    def client_request(self, session: SessionId, request: Multicast | Join | Leave | Kill) -> None:
+    def client_request(
+        self, session: SessionId, request: MulticastFrame | Multicast | Join | Leave | Kill
+    ) -> None:
         s = self._sessions.get(session)
         if s is None:
             if session in self._closed_by_us:
                 return  # bytes read before our CloseSession took effect
             raise LocalProtocolError(f"request from unknown session {session}")
         match request:
+            case MulticastFrame(service_type=service_type, frame=frame):
+                service = _RING_SERVICE.get(service_type)
+                if service is None:
+                    raise LocalProtocolError(f"service type {service_type:#x} is not one service")
+                # The session built and checked the frame: it travels as it is.
+                self._submit(_REF_HDR.pack(ItemKind.MCAST, s.ref) + frame, service)
             case Multicast():
-                try:
-                    service = ring_service(int(request.service_type))
-                except ValueError as exc:
-                    raise LocalProtocolError(str(exc)) from None
-                item: Item = McastItem(
-                    ref=s.ref,
-                    sender=s.private_name,
-                    service_type=int(request.service_type),
-                    mess_type=request.mess_type,
-                    hint_endian=request.endian,
-                    groups=request.groups,
-                    data=request.data,
-                )
-                self._submit(encode_item(item), service)
+                self.client_request(session, MulticastFrame.from_request(request, s.private_group))
             case Join(group=group):
                 self._check_group(group)
                 g = self._groups.get(group)
@@ -725,8 +705,12 @@ class GroupsLayer:
             self.counters.unknown_origin += 1
             self._warn("origin", "dropped a groups item from unknown daemon %s", d.originator)
             return
+        data = d.data
+        if data[:1] == _MCAST_KIND and self._state in (GroupsState.GOP, GroupsState.GTRANS):
+            self._on_mcast(d.originator, data)  # the per-message path: no item is decoded
+            return
         try:
-            item = decode_item(d.data)
+            item = decode_item(data)
         except MalformedPacket as exc:
             self.counters.malformed += 1
             self._warn(
@@ -744,7 +728,7 @@ class GroupsLayer:
             return
         match item:
             case McastItem():
-                self._on_mcast(d.originator, origin_name, item)
+                self._on_mcast(d.originator, data)
             case JoinItem():
                 self._on_join(d.originator, origin_name, item)
             case LeaveItem():
@@ -953,41 +937,40 @@ class GroupsLayer:
 
     # --------------------------------------------------------------------- applying items
 
-    def _on_mcast(self, origin: int, origin_name: str, item: McastItem) -> None:
-        sender = private_group_name(item.sender, origin_name)
-        skip_ref = item.ref if origin == self.me and item.service_type & _SELF_DISCARD else None
-        targets: dict[SessionId, _Session] = {}
-        for target in item.groups:
-            if target.startswith("#"):
-                parts = split_private_group(target)
-                if parts is not None and parts[1] == self.name:
-                    s = self._by_name.get(parts[0])
-                    if s is not None:
-                        targets.setdefault(s.sid, s)
+    def _on_mcast(self, origin: int, data: bytes) -> None:
+        """A multicast item (`encode_item`'s bytes): hand its frame to every local receiver."""
+        try:
+            service_type, targets = relay_frame_targets(data, _REF_HDR.size)
+        except ValueError as exc:
+            self.counters.malformed += 1
+            self._warn("malformed", "dropped a malformed multicast from %s: %s", origin, exc)
+            return
+        receivers: dict[SessionId, _Session] = {}
+        sessions = self._sessions
+        for target in targets:
+            if target[:1] == "#":
+                s = self._by_private_group.get(target)
+                if s is not None:
+                    receivers[s.sid] = s
                 continue
             g = self._groups.get(target)
             if g is None:
                 continue
             for sid in g.mailboxes.values():
-                s = self._sessions.get(sid)
+                s = sessions.get(sid)
                 if s is not None:
-                    targets.setdefault(sid, s)
-        receivers = [s for s in targets.values() if s.ref != skip_ref]
+                    receivers[sid] = s
+        if origin == self.me and service_type & _SELF_DISCARD:
+            (ref,) = _REF.unpack_from(data, 1)
+            receivers = {sid: s for sid, s in receivers.items() if s.ref != ref}
         if not receivers:
             self.counters.dropped_no_receiver += 1
             return
-        message = RegularMessage(
-            service_type=service_type_of(item.service_type),
-            sender=sender,
-            groups=item.groups,
-            mess_type=item.mess_type,
-            data=item.data,
-            endian=item.hint_endian,
-        )
-        for s in receivers:
-            if s.sid in self._sessions:
+        frame = data[_REF_HDR.size :]
+        for s in receivers.values():
+            if s.sid in sessions:
                 self.counters.delivered_messages += 1
-                self._to_session(s, message)
+                self._to_session(s, frame)
 
     def _on_join(self, origin: int, origin_name: str, item: JoinItem) -> None:
         member = private_group_name(item.sender, origin_name)
@@ -1164,7 +1147,7 @@ class GroupsLayer:
 
     # ---------------------------------------------------------------------------- sessions
 
-    def _to_session(self, s: _Session, message: DaemonMessage) -> None:
+    def _to_session(self, s: _Session, message: DaemonMessage | bytes) -> None:
         if s.sid not in self._sessions:
             return
         if s.queued >= self.max_session_messages:
@@ -1189,6 +1172,7 @@ class GroupsLayer:
         del self._sessions[s.sid]
         del self._by_ref[s.ref]
         del self._by_name[s.private_name]
+        del self._by_private_group[s.private_group]
         # The member stays in its groups until this KILL is delivered (in order, everywhere).
         self._submit(encode_item(KillItem(s.ref, s.private_name)), Service.AGREED)
 

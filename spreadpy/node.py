@@ -55,6 +55,7 @@ from .wire_session import (
     Kill,
     Leave,
     Multicast,
+    MulticastFrame,
     ServerSession,
 )
 
@@ -323,7 +324,7 @@ class Node:
                     self.counters.clients_accepted += 1
                     assert wire.private_name is not None
                     self.groups.client_connected(session, wire.private_name, wire.wants_membership)
-                case Multicast() | Join() | Leave():
+                case MulticastFrame() | Multicast() | Join() | Leave():
                     self.counters.client_messages += 1
                     try:
                         self.groups.client_request(session, event)
@@ -391,6 +392,9 @@ class Node:
                         if client is None:
                             continue
                         wire = client.wire
+                        if isinstance(message, bytes):  # a multicast's relay frame
+                            actions.append(ToClient(session, wire.relay(message)))
+                            continue
                         # A message for several sessions is one object: encode it once.
                         if message is last_message and wire.endian is last_endian:
                             data = wire.send(message, last_bytes)

@@ -75,6 +75,7 @@ __all__ = [
     "MAX_PROC_NAME",
     "MAX_SESSIONS",
     "MESSAGE_HEADER_LEN",
+    "MULTICAST_REQUEST_TYPES",
     "REJECT_CODES",
     "RING_SAFE_MAX_BODY_LEN",
     "SPREAD_VERSION",
@@ -93,6 +94,7 @@ __all__ = [
     "MembershipMessage",
     "MessageHeader",
     "Multicast",
+    "MulticastFrame",
     "RegularMessage",
     "Reject",
     "RejectMessage",
@@ -101,6 +103,7 @@ __all__ = [
     "SpError",
     "TransitionalMessage",
     "check_request_header",
+    "check_request_words",
     "daemon_frame_len",
     "daemon_message_from_frame",
     "decode_accept_reply",
@@ -125,10 +128,15 @@ __all__ = [
     "is_reject",
     "is_self_leave",
     "is_transition",
+    "name_field",
     "parse_accept_reply",
     "parse_auth_reply",
     "parse_connect_request",
     "private_group_name",
+    "read_request_head",
+    "relay_frame",
+    "relay_frame_in",
+    "relay_frame_targets",
     "request_frame_len",
     "request_from_frame",
     "split_private_group",
@@ -861,23 +869,40 @@ def check_request_header(h: MessageHeader, *, max_body_len: int = DAEMON_MAX_BOD
 
     Raises WireError; the daemon then closes the session without a reply.
     """
-    t = h.service_type
-    services = sum(1 for b in _SERVICE_BITS if t & b)
-    commands = bin(t & _COMMAND_BITS).count("1")
-    if services > 1 or commands > 1 or services + commands != 1:
-        raise WireError(SpError.ILLEGAL_SERVICE, f"request type {t:#x} is not one service")
-    if t & _FORBIDDEN_REQUEST_BITS:
-        raise WireError(SpError.ILLEGAL_SERVICE, f"request type {t:#x} has daemon-only bits")
-    if not 0 <= h.num_groups <= MAX_GROUPS_PER_MESSAGE:
-        raise WireError(SpError.ILLEGAL_MESSAGE, f"num_groups {h.num_groups} not in 0..100")
-    if h.hint & ~HINT_BITS or not h.hint_mark_consistent:
-        raise WireError(SpError.ILLEGAL_MESSAGE, f"illegal hint {h.hint:#x}")
-    if h.data_len < 0:
-        raise WireError(SpError.ILLEGAL_MESSAGE, f"negative data_len {h.data_len}")
-    if h.data_len + MAX_GROUP_NAME * h.num_groups > max_body_len:
+    check_request_words(h.service_type, h.num_groups, h.hint, h.data_len, max_body_len)
+
+
+# Every request type that passes the service/command checks below: one service bit (optionally
+# with SELF_DISCARD) or one command bit. The per-request check is then one set lookup.
+# The multicast request types: one service bit, optionally with SELF_DISCARD.
+MULTICAST_REQUEST_TYPES: Final = frozenset(
+    b | d for b in _SERVICE_BITS for d in (0, _B.SELF_DISCARD)
+)
+_REQUEST_TYPES: Final = MULTICAST_REQUEST_TYPES | {_B.JOIN_MESS, _B.LEAVE_MESS, _B.KILL_MESS}
+
+
+def check_request_words(
+    service_type: int, num_groups: int, hint: int, data_len: int, max_body_len: int
+) -> None:
+    """`check_request_header` on the header's words (the daemon's per-request path)."""
+    t = service_type
+    if t not in _REQUEST_TYPES:
+        services = sum(1 for b in _SERVICE_BITS if t & b)
+        commands = bin(t & _COMMAND_BITS).count("1")
+        if services > 1 or commands > 1 or services + commands != 1:
+            raise WireError(SpError.ILLEGAL_SERVICE, f"request type {t:#x} is not one service")
+        if t & _FORBIDDEN_REQUEST_BITS:
+            raise WireError(SpError.ILLEGAL_SERVICE, f"request type {t:#x} has daemon-only bits")
+    if not 0 <= num_groups <= MAX_GROUPS_PER_MESSAGE:
+        raise WireError(SpError.ILLEGAL_MESSAGE, f"num_groups {num_groups} not in 0..100")
+    if hint & ~HINT_BITS or hint & ENDIAN_MARK not in (0, ENDIAN_MARK):
+        raise WireError(SpError.ILLEGAL_MESSAGE, f"illegal hint {hint:#x}")
+    if data_len < 0:
+        raise WireError(SpError.ILLEGAL_MESSAGE, f"negative data_len {data_len}")
+    if data_len + MAX_GROUP_NAME * num_groups > max_body_len:
         raise WireError(
             SpError.MESSAGE_TOO_LONG,
-            f"data {h.data_len} + 32 * {h.num_groups} groups exceeds {max_body_len} bytes",
+            f"data {data_len} + 32 * {num_groups} groups exceeds {max_body_len} bytes",
         )
 
 
@@ -917,6 +942,141 @@ def decode_request(
     if len(data) != request_frame_len(h):
         raise WireError(SpError.ILLEGAL_MESSAGE, "request frame has the wrong length")
     return h.sender, request_from_frame(h, data)
+
+
+# --- relayed multicasts (§7.1) ----------------------------------------------------------------
+#
+# A regular message reaches its receivers as the sender wrote it, except that the header's type,
+# num_groups and data_len are in the daemon's byte order under the daemon's mark, and the sender
+# field holds the sender's private group. So the daemon builds that delivery frame once, when it
+# reads the request: it travels the ring as it is, and each receiving daemon writes the same
+# bytes to its clients. Frames on the ring are always little-endian (the mark is set), whatever
+# the daemons' own order; a daemon writing big-endian reorders three words per delivery.
+
+_RELAY_WORDS_LE: Final = struct.Struct("<I32xi4xi")  # type, num_groups, data_len
+
+
+class MulticastFrame:
+    """A multicast request as the daemon relays it: the delivery frame of §7.1, built once.
+
+    `service_type` is the request's service bit, optionally with SELF_DISCARD; `frame` is the
+    little-endian delivery frame (see above). The other fields are read from the frame on demand:
+    the daemon's per-message path needs only the type and the bytes.
+    """
+
+    __slots__ = ("frame", "service_type")
+    __match_args__ = ("service_type", "frame")
+
+    def __init__(self, service_type: int, frame: bytes) -> None:
+        self.service_type = service_type
+        self.frame = frame
+
+    @classmethod
+    def from_request(cls, m: Multicast, sender: str) -> MulticastFrame:
+        """The frame that `m`, sent by the session whose private group is `sender`, travels as."""
+        data = encode_request(
+            m, sender=sender, endian=Endian.LITTLE, max_body_len=MAX_MESSAGE_BODY_LEN
+        )
+        return cls(int(m.service_type), data)
+
+    def message(self) -> RegularMessage:
+        """The frame decoded, as a client library would."""
+        message = decode_daemon_message(self.frame)
+        assert isinstance(message, RegularMessage)
+        return message
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MulticastFrame):
+            return NotImplemented
+        return self.service_type == other.service_type and self.frame == other.frame
+
+    __hash__ = None  # type: ignore[assignment]  # equality by value, like the dataclasses here
+
+    def __repr__(self) -> str:
+        return f"MulticastFrame({self.service_type:#x}, {len(self.frame)} bytes)"
+
+
+_REQUEST_WORDS_LE: Final = struct.Struct("<I32xi4xi")  # type, num_groups, data_len
+_REQUEST_WORDS_BE: Final = struct.Struct(">I32xi4xi")
+
+
+def read_request_head(head: bytes, max_body_len: int) -> tuple[int, int, bool, int]:
+    """(frame length, service type, little-endian?, num_groups) of a request header.
+
+    The daemon's per-request path: the checks and errors of `check_request_header`, without
+    building a MessageHeader. The sender field is the caller's to check.
+    """
+    little = bool(head[0] & 0x80 and head[3] & 0x80)
+    words = _REQUEST_WORDS_LE if little else _REQUEST_WORDS_BE
+    type_word, num_groups, data_len = words.unpack_from(head)
+    hint_le = head[40] & 0x80 and head[43] & 0x80
+    hint = int.from_bytes(head[40:44], "little" if hint_le else "big")
+    service_type = type_word & ~ENDIAN_MARK & 0xFFFFFFFF
+    check_request_words(service_type, num_groups, hint, data_len, max_body_len)
+    size = MESSAGE_HEADER_LEN + MAX_GROUP_NAME * num_groups + data_len
+    return size, service_type, little, num_groups
+
+
+def relay_frame(frame: bytes, little: bool, num_groups: int, sender_field: bytes) -> bytes:
+    """The delivery frame of a multicast request `frame` whose header passed the checks.
+
+    `sender_field` is the session's private group as a 32-byte field. WireError(ILLEGAL_GROUP)
+    for a group field without a NUL, as `request_from_frame`.
+    """
+    pos = MESSAGE_HEADER_LEN
+    for _ in range(num_groups):
+        if frame.find(b"\0", pos, pos + MAX_GROUP_NAME) < 0:
+            raise WireError(SpError.ILLEGAL_GROUP, "group field has no NUL terminator")
+        pos += MAX_GROUP_NAME
+    if little and frame[4:36] == sender_field:
+        return frame  # the common case: already the delivery frame
+    words = _REQUEST_WORDS_LE if little else _REQUEST_WORDS_BE
+    type_word, num_groups, data_len = words.unpack_from(frame)
+    head = _HEADER_LE.pack(type_word | ENDIAN_MARK, sender_field, num_groups, 0, data_len)
+    return head[:40] + frame[40:44] + head[44:] + frame[MESSAGE_HEADER_LEN:]
+
+
+def name_field(name: str) -> bytes:
+    """`name` as a NUL-padded 32-byte field (LocalProtocolError if it does not fit)."""
+    return _name_field(name, "name")
+
+
+def relay_frame_targets(frame: bytes, offset: int = 0) -> tuple[int, list[str]]:
+    """(service type, target group names) of the relay frame at `offset` of `frame`.
+
+    The frame must end where `frame` ends. Raises ValueError when it is not a well-formed relay
+    frame: its bytes come from the ring, and the caller counts and drops what fails here.
+    """
+    if len(frame) - offset < MESSAGE_HEADER_LEN:
+        raise ValueError("relay frame shorter than a header")
+    type_word, num_groups, data_len = _RELAY_WORDS_LE.unpack_from(frame, offset)
+    if type_word & ENDIAN_MARK != ENDIAN_MARK:
+        raise ValueError(f"relay frame type {type_word:#x} lacks the little-endian mark")
+    service_type = type_word & ~ENDIAN_MARK & 0xFFFFFFFF
+    if service_type not in MULTICAST_REQUEST_TYPES:
+        raise ValueError(f"relay frame type {service_type:#x} is not one service")
+    if not 0 <= num_groups <= MAX_GROUPS_PER_MESSAGE or data_len < 0:
+        raise ValueError(f"relay frame with {num_groups} groups and {data_len} data bytes")
+    pos = offset + MESSAGE_HEADER_LEN
+    if len(frame) != pos + MAX_GROUP_NAME * num_groups + data_len:
+        raise ValueError("relay frame has the wrong length")
+    targets = []
+    for _ in range(num_groups):
+        end = frame.find(b"\0", pos, pos + MAX_GROUP_NAME)
+        if end < 0:
+            raise ValueError("relay frame group name has no NUL terminator")
+        targets.append(frame[pos:end].decode("latin-1"))
+        pos += MAX_GROUP_NAME
+    return service_type, targets
+
+
+def relay_frame_in(frame: bytes, endian: Endian) -> bytes:
+    """A (little-endian) relay frame as a daemon writing in `endian` delivers it."""
+    if endian is Endian.LITTLE:
+        return frame
+    type_word, num_groups, data_len = _RELAY_WORDS_LE.unpack_from(frame)
+    head = _HEADER_BE.pack(type_word & ~ENDIAN_MARK, frame[4:36], num_groups, 0, data_len)
+    return head[:40] + frame[40:44] + head[44:] + frame[MESSAGE_HEADER_LEN:]
 
 
 # --- daemon messages (§7) ---------------------------------------------------------------------

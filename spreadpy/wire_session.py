@@ -15,8 +15,12 @@ Daemon code drives a ServerSession like this:
                              s.reject(SpError.REJECT_NOT_UNIQUE) (or REJECT_QUOTA at any point
                              before this). Writes the auth list (libraries >= 3.16).
     Authenticated         -> s.accept() or s.reject(SpError.REJECT_AUTH) (access policy).
-    Multicast, Join, Leave-> order it on the ring; later s.send(RegularMessage / MembershipMessage
-                             / SelfLeave / TransitionalMessage / RejectMessage) to each receiver
+    MulticastFrame        -> order its frame on the ring; each receiving session gets
+                             s.relay(frame) (the delivery frame is the request's, §7.1).
+    Multicast             -> the same for a request with unusual type bits (decoded the general
+                             way: wire.MulticastFrame.from_request makes its frame).
+    Join, Leave           -> order it on the ring; later s.send(MembershipMessage / SelfLeave
+                             / TransitionalMessage / RejectMessage) to each receiver
                              (membership notices only where s.wants_membership, §7.6).
     Kill, ConnectionClosed-> the session is over (send() now refuses); both mean a disconnect.
     WireError raised      -> write s.failure_reply() (the reject byte during the handshake,
@@ -44,6 +48,7 @@ from spreadpy.wire import (
     MAX_MESSAGE_BODY_LEN,
     MAX_PROC_NAME,
     MESSAGE_HEADER_LEN,
+    MULTICAST_REQUEST_TYPES,
     REJECT_CODES,
     RING_SAFE_MAX_BODY_LEN,
     SPREAD_VERSION,
@@ -60,6 +65,7 @@ from spreadpy.wire import (
     MembershipMessage,
     MessageHeader,
     Multicast,
+    MulticastFrame,
     Reject,
     RejectMessage,
     SelfLeave,
@@ -78,10 +84,14 @@ from spreadpy.wire import (
     encode_daemon_message,
     encode_reject,
     encode_request,
+    name_field,
     parse_accept_reply,
     parse_auth_reply,
     parse_connect_request,
     private_group_name,
+    read_request_head,
+    relay_frame,
+    relay_frame_in,
     request_frame_len,
     request_from_frame,
     valid_private_name,
@@ -139,7 +149,16 @@ class ConnectionClosed:
     """The peer closed its side, or the session already ended (KILL, reject)."""
 
 
-ServerEvent = ConnectRequest | Authenticated | Multicast | Join | Leave | Kill | ConnectionClosed
+ServerEvent = (
+    ConnectRequest
+    | Authenticated
+    | MulticastFrame
+    | Multicast
+    | Join
+    | Leave
+    | Kill
+    | ConnectionClosed
+)
 ClientEvent = AuthList | Accept | Reject | DaemonMessage | ConnectionClosed
 
 
@@ -353,7 +372,9 @@ class ServerSession:
             SERVER_TRANSITIONS, ServerState.AWAIT_CONNECT
         )
         self._buf = _ReceiveBuffer()
-        self._header: MessageHeader | None = None  # validated header of a partial request
+        # (frame length, service type, little-endian?, num_groups) of a partial request
+        self._head: tuple[int, int, bool, int] | None = None
+        self._sender_field = b""  # the private group as a 32-byte field, once named
         self._pending: Authenticated | None = None
         self._failure_reply = b""
         self.request: ConnectRequest | None = None
@@ -445,24 +466,38 @@ class ServerSession:
         return PAUSED
 
     def _parse_request(self) -> ServerEvent | Sentinel:
-        header = self._header
-        if header is None:
-            if len(self._buf) < MESSAGE_HEADER_LEN:
+        buf = self._buf
+        head = self._head
+        if head is None:
+            if len(buf) < MESSAGE_HEADER_LEN:
                 return NEED_DATA
-            header = decode_header(self._buf.peek(MESSAGE_HEADER_LEN))
-            check_request_header(header, max_body_len=self._max_body_len)
-            if header.sender != self.private_group:
-                raise WireError(
-                    SpError.ILLEGAL_SESSION,
-                    f"sender {header.sender!r} is not this session ({self.private_group!r})",
-                )
-            self._header = header
-        size = request_frame_len(header)
-        if len(self._buf) < size:
+            raw = buf.peek(MESSAGE_HEADER_LEN)
+            if raw[4:36] == self._sender_field:
+                head = read_request_head(raw, self._max_body_len)
+            else:
+                # Junk after the name's NUL, or a wrong sender: the general path and its errors.
+                header = decode_header(raw)
+                check_request_header(header, max_body_len=self._max_body_len)
+                if header.sender != self.private_group:
+                    raise WireError(
+                        SpError.ILLEGAL_SESSION,
+                        f"sender {header.sender!r} is not this session ({self.private_group!r})",
+                    )
+                little = header.endian is Endian.LITTLE
+                head = (request_frame_len(header), header.service_type, little, header.num_groups)
+            self._head = head
+        size, service_type, little, num_groups = head
+        if len(buf) < size:
             return NEED_DATA
-        frame = self._buf.take(size)
-        self._header = None
-        request = request_from_frame(header, frame)
+        frame = buf.take(size)
+        self._head = None
+        request: ServerEvent
+        if service_type in MULTICAST_REQUEST_TYPES:
+            request = MulticastFrame(
+                service_type, relay_frame(frame, little, num_groups, self._sender_field)
+            )
+        else:
+            request = request_from_frame(decode_header(frame), frame)
         if isinstance(request, Kill):
             self._machine.fire(ServerInput.KILL)
             self._buf.clear()
@@ -492,6 +527,7 @@ class ServerSession:
         self._machine.fire(inp)
         self.private_name = private_name
         self.private_group = private_group_name(private_name, self._daemon_name)
+        self._sender_field = name_field(self.private_group)
         if legacy:
             self._pending = Authenticated(())
             return b""
@@ -538,6 +574,16 @@ class ServerSession:
         )
         self._machine.fire(ServerInput.SEND)
         return data
+
+    def relay(self, frame: bytes) -> bytes:
+        """A relayed multicast's frame (wire.MulticastFrame.frame) as this session receives it.
+
+        The per-delivery path of the daemon: nothing is decoded or built when the daemon's
+        order is little-endian, as it is on every machine we run on.
+        """
+        if self._machine.state is not ServerState.ESTABLISHED:
+            raise LocalProtocolError(f"cannot send in state {self._machine.state.name}")
+        return relay_frame_in(frame, self._endian)
 
     def failure_reply(self) -> bytes:
         """After a WireError: the reject byte to write before closing, or b"" (§3.6, §6.3)."""

@@ -7,7 +7,8 @@ that order. `reconfigure()` installs new rings as membership.Processor does: for
 transitional view (the members that came from its old ring), then whatever of the old ring was
 ordered but not yet delivered (`hold()` keeps `run()` from delivering), then the regular view.
 Clients record every ToSession message; each is also encoded with the wire codec, so anything
-the layer hands a session must be writable.
+the layer hands a session must be writable (a multicast's relay frame is recorded as the client
+library decodes it).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from spreadpy.wire import (
     SelfLeave,
     ServiceType,
     TransitionalMessage,
+    decode_daemon_message,
     encode_daemon_message,
 )
 
@@ -194,9 +196,13 @@ class Cluster:
                     case ToSession():
                         c = self.clients[a.session]
                         assert c.closed is None, f"message to closed session {c.name}"
-                        if self.encode_check:
-                            encode_daemon_message(a.message)
-                        c.inbox.append(a.message)
+                        message = a.message
+                        if isinstance(message, bytes):
+                            # A relay frame: what the client's library makes of those bytes.
+                            message = decode_daemon_message(message)
+                        elif self.encode_check:
+                            encode_daemon_message(message)
+                        c.inbox.append(message)
                         if c.reading:
                             layer.session_written(a.session)
                     case CloseSession():

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from spreadpy.errors import LocalProtocolError, WireError
 from spreadpy.wire import (
     AUTH_CHOICE_LEN,
+    DAEMON_MAX_BODY_LEN,
     ENDIAN_MARK,
     MAX_GROUP_NAME,
     MAX_GROUPS_PER_MESSAGE,
@@ -39,6 +40,7 @@ from spreadpy.wire import (
     MembershipCause,
     MembershipMessage,
     Multicast,
+    MulticastFrame,
     RegularMessage,
     Reject,
     RejectMessage,
@@ -46,6 +48,7 @@ from spreadpy.wire import (
     ServiceType,
     SpError,
     TransitionalMessage,
+    check_request_header,
     decode_accept_reply,
     decode_auth_choice,
     decode_auth_reply,
@@ -65,6 +68,9 @@ from spreadpy.wire import (
     is_regular,
     is_self_leave,
     private_group_name,
+    read_request_head,
+    relay_frame_targets,
+    request_frame_len,
     split_private_group,
     valid_group_name,
     valid_private_name,
@@ -544,7 +550,7 @@ def test_body_limit_boundary() -> None:
     assert decode_request(frame) == (ALICE, fits)
     s = established_server()
     s.receive_data(frame)
-    assert s.next_event() == fits
+    assert s.next_event() == MulticastFrame.from_request(fits, ALICE)
     over = bytearray(frame)
     over[44:48] = word(RING_SAFE_MAX_BODY_LEN - 31, "little")
     s2 = established_server()
@@ -705,6 +711,13 @@ def established_server(name: str = "alice") -> ServerSession:
     return connect_pair(name)[0]
 
 
+def as_server_event(request: object) -> object:
+    """What a ServerSession of ALICE hands the daemon for `request`."""
+    if isinstance(request, Multicast):
+        return MulticastFrame.from_request(request, ALICE)
+    return request
+
+
 @pytest.mark.parametrize("server_endian", list(Endian))
 @pytest.mark.parametrize("client_endian", list(Endian))
 def test_pair_talks_in_any_byte_order(server_endian: Endian, client_endian: Endian) -> None:
@@ -714,8 +727,8 @@ def test_pair_talks_in_any_byte_order(server_endian: Endian, client_endian: Endi
     assert s.next_event() == Join("test")
     s.receive_data(c.multicast(ST.SAFE_MESS, ["test", "other"], b"payload", mess_type=-7))
     sent = s.next_event()
-    assert isinstance(sent, Multicast) and sent.endian is client_endian
-    c.receive_data(s.send(RegularMessage.from_multicast(sent, ALICE)))
+    assert isinstance(sent, MulticastFrame) and sent.message().endian is client_endian
+    c.receive_data(s.relay(sent.frame))
     (got,) = client_events(c)
     assert isinstance(got, RegularMessage)
     assert (got.mess_type, got.data, got.endian, got.groups) == (
@@ -1354,10 +1367,95 @@ def test_truncated_requests_wait_then_complete(request_: Any, data: st.DataObjec
     s.receive_data(frame[:cut])
     assert s.next_event() is NEED_DATA
     s.receive_data(frame[cut:])
-    assert s.next_event() == request_
+    assert s.next_event() == as_server_event(request_)
 
 
 def test_wire_error_carries_the_code() -> None:
     with pytest.raises(WireError) as err:
         decode_request(struct.pack("<I", 0x80000000) + bytes(44))
     assert err.value.code == SpError.ILLEGAL_SERVICE
+
+
+# --- relayed multicasts (§7.1) ---------------------------------------------------------------
+
+
+@given(st.binary(min_size=48, max_size=48), st.sampled_from(["little", "big"]), st.data())
+@SETTINGS
+def test_request_fast_path_agrees_with_the_general_decoder(
+    raw: bytes, order: str, data: st.DataObject
+) -> None:
+    """read_request_head (the daemon's per-request path) accepts and refuses exactly what
+    decode_header + check_request_header do, with the same codes, for a clean sender field."""
+    head = bytearray(raw)
+    head[4:36] = ALICE.encode().ljust(32, b"\0")
+    if data.draw(st.booleans()):  # plausible words, so the checks get past the type
+        service = data.draw(st.sampled_from([1, 2, 4, 8, 16, 32, 0x50, 0x10000, 0x20000]))
+        head[0:4] = word(service | (ENDIAN_MARK if order == "little" else 0), order)
+        head[36:40] = word(data.draw(st.integers(-2, 102)), order)
+        head[44:48] = word(data.draw(st.integers(-2, 200_000)), order)
+    try:
+        h = decode_header(bytes(head))
+        check_request_header(h, max_body_len=DAEMON_MAX_BODY_LEN)
+        general: object = (request_frame_len(h), h.service_type, h.endian is Endian.LITTLE)
+    except WireError as exc:
+        general = exc.code
+    try:
+        size, service_type, little, groups = read_request_head(bytes(head), DAEMON_MAX_BODY_LEN)
+        fast: object = (size, service_type, little)
+        assert groups == h.num_groups
+    except WireError as exc:
+        fast = exc.code
+    assert fast == general
+
+
+def test_relayed_frame_is_the_delivery_and_cleans_the_sender_field() -> None:
+    s = established_server()
+    request = Multicast(service_type=ST.FIFO_MESS, groups=("g", "h"), mess_type=3, data=b"abc")
+    frame = bytearray(encode_request(request, sender=ALICE))
+    frame[4 + len(ALICE) + 1 : 36] = b"\xee" * (31 - len(ALICE))  # junk after the NUL, as libspread
+    s.receive_data(bytes(frame))
+    event = s.next_event()
+    assert isinstance(event, MulticastFrame)
+    assert event.frame == encode_request(request, sender=ALICE)
+    assert event.message() == RegularMessage.from_multicast(request, ALICE)
+    assert relay_frame_targets(event.frame) == (int(ST.FIFO_MESS), ["g", "h"])
+
+
+def test_group_field_without_nul_is_illegal_group() -> None:
+    s = established_server()
+    frame = bytearray(
+        encode_request(Multicast(service_type=ST.AGREED_MESS, groups=("g",)), sender=ALICE)
+    )
+    frame[48:80] = b"g" * 32
+    s.receive_data(bytes(frame))
+    with pytest.raises(WireError) as err:
+        s.next_event()
+    assert err.value.code == SpError.ILLEGAL_GROUP
+
+
+def _relay(groups: tuple[str, ...] = ("g",), data: bytes = b"xy") -> bytes:
+    return MulticastFrame.from_request(
+        Multicast(service_type=ST.SAFE_MESS, groups=groups, data=data), ALICE
+    ).frame
+
+
+@pytest.mark.parametrize(
+    ("frame", "why"),
+    [
+        (_relay()[:47], "shorter than a header"),
+        (_relay()[:-1], "wrong length"),
+        (_relay() + b"\0", "wrong length"),
+        (word(0x10, "big") + _relay()[4:], "lacks the little-endian mark"),
+        (word(ENDIAN_MARK | 0x30, "little") + _relay()[4:], "not one service"),
+        (word(ENDIAN_MARK | 0x1000, "little") + _relay()[4:], "not one service"),
+        (_relay()[:36] + word(101, "little") + _relay()[40:], "101 groups"),
+        (_relay()[:48] + b"g" * 32 + _relay()[80:], "no NUL"),
+    ],
+)
+def test_malformed_relay_frames_are_refused(frame: bytes, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        relay_frame_targets(frame)
+    with pytest.raises(ValueError, match=why):
+        relay_frame_targets(
+            b"\1\0\0\0\7" + frame, 5
+        )  # inside a ring item, as the groups layer reads

@@ -40,6 +40,7 @@ from spreadpy.wire import (
     MembershipMessage,
     MessageHeader,
     Multicast,
+    MulticastFrame,
     RegularMessage,
     Reject,
     RejectMessage,
@@ -418,7 +419,7 @@ class ReplayDaemon:
                     self._join(conn, group)
                 case Leave(group):
                     self._leave(conn, group)
-                case Multicast():
+                case MulticastFrame():
                     self._multicast(conn, event)
                 case Kill() | ConnectionClosed():
                     self._gone(conn)
@@ -477,17 +478,19 @@ class ReplayDaemon:
         if name is not None and self.names.get(name) == conn:
             del self.names[name]
 
-    def _multicast(self, conn: int, m: Multicast) -> None:
-        message = RegularMessage.from_multicast(m, self._pg(conn))
+    def _multicast(self, conn: int, m: MulticastFrame) -> None:
+        """The daemon relays the frame its session built: the capture must show those bytes."""
+        message = m.message()
+        assert message.sender == self._pg(conn)
         for other, session in self.sessions.items():
             if other in self.gone or session.state is not ServerState.ESTABLISHED:
                 continue
             if other == conn and m.service_type & ServiceType.SELF_DISCARD:
                 continue
-            addressed = session.private_group in m.groups
-            member = any(other in self.groups.get(g, ()) for g in m.groups)
+            addressed = session.private_group in message.groups
+            member = any(other in self.groups.get(g, ()) for g in message.groups)
             if addressed or member:
-                self.outbox[other].append(session.send(message))
+                self.outbox[other].append(session.relay(m.frame))
 
 
 def render(
