@@ -44,6 +44,7 @@ from spreadpy.client import (
     connect_unix,
     parse_daemon_address,
 )
+from spreadpy.sockbuf import set_session_buffers
 from spreadpy.wire import Accept, Endian, RegularMessage, RejectMessage
 
 __all__ = ["READ_BUFFER_HIGH_BYTES", "AsyncMailbox", "connect"]
@@ -288,6 +289,7 @@ async def _connect_unix(path: str, timeout_s: float | None) -> socket.socket:
     hands back a socket that is not connected.)
     """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    set_session_buffers(sock)
     sock.setblocking(False)
     try:
         sock.connect(path)  # Unix sockets connect at once, or fail with EAGAIN
@@ -312,9 +314,13 @@ async def _open(
         infos = await loop.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
         for family, _type, _proto, _name, sockaddr in infos:
             if family in (socket.AF_INET, socket.AF_INET6):
-                return await loop.create_connection(
+                transport, protocol = await loop.create_connection(
                     lambda: _MailboxProtocol(core), str(sockaddr[0]), address.port
                 )
+                sock = transport.get_extra_info("socket")
+                if sock is not None:
+                    set_session_buffers(sock)
+                return transport, protocol
         raise CouldNotConnectError(f"{address.host}: no IPv4 or IPv6 address")
     except socket.gaierror as exc:
         raise CouldNotConnectError(f"{address.host}: {exc.strerror}") from None

@@ -66,6 +66,7 @@ from types import MappingProxyType, TracebackType
 from typing import Final
 
 from spreadpy.errors import SpreadError, WireError
+from spreadpy.sockbuf import set_session_buffers
 from spreadpy.wire import (
     MAX_GROUP_NAME,
     MAX_GROUPS_PER_MESSAGE,
@@ -90,8 +91,10 @@ from spreadpy.wire import (
     ServiceType,
     SpError,
     TransitionalMessage,
-    daemon_frame_len,
-    decode_header,
+    daemon_frame_len_at,
+    encode_multicast,
+    name_field,
+    regular_message_from_frame,
     valid_group_name,
     valid_private_name,
 )
@@ -182,6 +185,7 @@ DEFAULT_CONNECT_TIMEOUT_S: Final = 5.0  # spuser's SP_connect_timeout
 NATIVE_ENDIAN: Final = Endian.LITTLE if sys.byteorder == "little" else Endian.BIG
 UNIX_SOCKET_DIR: Final = "/tmp"  # libspread's SP_UNIX_SOCKET
 RECV_CHUNK_BYTES: Final = 256 * 1024
+_GROUP_FIELDS_CACHED_MAX: Final = 1024  # target names whose 32-byte field is kept
 # data + 32 x groups, at most: the daemon's default MaxMessageSize (spread-daemon.md §4)
 DEFAULT_MAX_MESSAGE_BYTES: Final = RING_SAFE_MAX_BODY_LEN
 _SERVICE_BITS: Final = (
@@ -192,6 +196,9 @@ _SERVICE_BITS: Final = (
     AGREED_MESS,
     SAFE_MESS,
 )
+# Plain ints for the per-message checks: IntFlag arithmetic runs in Python and is slow.
+_SERVICE_BIT_VALUES: Final = frozenset(int(bit) for bit in _SERVICE_BITS)
+_SELF_DISCARD_BIT: Final = int(SELF_DISCARD)
 _FIONREAD_BUF: Final = struct.Struct("i")
 _TIMEVAL: Final = struct.Struct("@ll")  # struct timeval, for SO_SNDTIMEO
 
@@ -458,6 +465,8 @@ class MailboxCore:
         self._frame_len: int | None = None
         self._failure: SpreadClientError | None = None
         self.disconnected = False  # this side sent KILL or gave up the connection
+        self._group_fields: dict[str, bytes] = {}  # target name -> its 32-byte field
+        self._sender_field = b""  # our private group as a 32-byte field, once accepted
 
     @property
     def endian(self) -> Endian:
@@ -523,6 +532,7 @@ class MailboxCore:
                     return conn.send(AuthChoice(("NULL",)))
                 case ClientState.ESTABLISHED:
                     assert conn.accepted is not None
+                    self._sender_field = name_field(conn.accepted.private_group)
                     return conn.accepted
             if self.pending_bytes == 0 and not self._eof:
                 return None
@@ -553,9 +563,8 @@ class MailboxCore:
             if self.pending_bytes < MESSAGE_HEADER_LEN:
                 self._raise_at_eof()
                 return None
-            head = bytes(self._buf[self._start : self._start + MESSAGE_HEADER_LEN])
             try:
-                self._frame_len = daemon_frame_len(decode_header(head))
+                self._frame_len = daemon_frame_len_at(self._buf, self._start)
             except WireError as exc:
                 raise self._fail(error_for(exc.code, str(exc))) from None
             if self._frame_len > self._max_frame:
@@ -567,6 +576,12 @@ class MailboxCore:
             return None
         frame = self._take(self._frame_len)
         self._frame_len = None
+        # Data messages, nearly all of them, are decoded straight from the frame; the codec
+        # (which would only go from ESTABLISHED to ESTABLISHED) sees everything else.
+        if self._conn.state is ClientState.ESTABLISHED:
+            message = regular_message_from_frame(frame)
+            if message is not None:
+                return message
         self._conn.receive_data(frame)
         try:
             event = self._conn.next_event()
@@ -621,22 +636,32 @@ class MailboxCore:
         names = (groups,) if isinstance(groups, str) else tuple(groups)
         if not 1 <= len(names) <= MAX_GROUPS_PER_MESSAGE:
             raise IllegalGroupError(f"{len(names)} groups: send to 1..{MAX_GROUPS_PER_MESSAGE}")
+        fields = self._group_fields  # names checked before, as their 32-byte fields
+        group_fields = []
         for name in names:
-            _check_target(name)
+            field = fields.get(name)
+            if field is None:
+                _check_target(name)
+                if len(fields) >= _GROUP_FIELDS_CACHED_MAX:
+                    fields.clear()
+                field = fields[name] = name_field(name)
+            group_fields.append(field)
         service = int(service)
-        base = service & ~SELF_DISCARD
-        if base not in _SERVICE_BITS:
+        base = service & ~_SELF_DISCARD_BIT
+        if base not in _SERVICE_BIT_VALUES:
             raise IllegalServiceError(f"service {service:#x}: one of the six service types")
-        if self_discard or service & SELF_DISCARD:
-            base |= SELF_DISCARD
+        if self_discard or service & _SELF_DISCARD_BIT:
+            base |= _SELF_DISCARD_BIT
         if not -0x8000 <= mess_type <= 0x7FFF:
             raise IllegalMessageError(f"mess_type {mess_type} is not a 16-bit signed value")
-        payload = bytes(data)
+        payload = data if isinstance(data, bytes) else bytes(data)
         if len(payload) + MAX_GROUP_NAME * len(names) > self._max_message:
             raise MessageTooLongError(
                 f"{len(payload)} bytes + 32 x {len(names)} groups > {self._max_message}"
             )
-        return self._conn.multicast(ServiceType(base), names, payload, mess_type)
+        return encode_multicast(
+            base, self._sender_field, group_fields, payload, mess_type, self._conn.endian
+        )
 
     def disconnect(self) -> bytes:
         """The KILL request to write before closing (b"" if there is no session to end)."""
@@ -884,6 +909,7 @@ def connect_unix(path: str, timeout: float | None) -> socket.socket:
     bounded by SO_SNDTIMEO, does not.
     """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    set_session_buffers(sock)
     try:
         if timeout is not None:
             seconds = max(timeout, 0.001)
@@ -908,6 +934,7 @@ def open_socket(address: DaemonAddress, timeout: float | None) -> socket.socket:
             return connect_unix(address.unix_path, timeout)
         family, target = resolve(address)
         sock = socket.socket(family, socket.SOCK_STREAM)
+        set_session_buffers(sock)
         try:
             sock.settimeout(timeout)
             sock.connect(target)

@@ -105,6 +105,7 @@ __all__ = [
     "check_request_header",
     "check_request_words",
     "daemon_frame_len",
+    "daemon_frame_len_at",
     "daemon_message_from_frame",
     "decode_accept_reply",
     "decode_auth_choice",
@@ -119,6 +120,7 @@ __all__ = [
     "encode_connect_request",
     "encode_daemon_message",
     "encode_header",
+    "encode_multicast",
     "encode_reject",
     "encode_request",
     "generate_private_name",
@@ -134,6 +136,7 @@ __all__ = [
     "parse_connect_request",
     "private_group_name",
     "read_request_head",
+    "regular_message_from_frame",
     "relay_frame",
     "relay_frame_in",
     "relay_frame_targets",
@@ -1272,6 +1275,62 @@ def _data_frame(
     return encode_header(header) + old_type_word + names + data
 
 
+def regular_message_from_frame(frame: bytes) -> RegularMessage | None:
+    """A regular message's complete frame decoded as `daemon_message_from_frame` does, or None
+    for anything else (decode that the general way, which also reports its errors).
+
+    The library's per-message path: one struct call and no MessageHeader.
+    """
+    little = frame[0] & 0x80 and frame[3] & 0x80
+    words = _REQUEST_WORDS_LE if little else _REQUEST_WORDS_BE
+    type_word, num_groups, data_len = words.unpack_from(frame)
+    service_type = type_word & ~ENDIAN_MARK & 0xFFFFFFFF
+    if service_type not in MULTICAST_REQUEST_TYPES:
+        return None
+    sender_end = frame.find(b"\0", 4, 36)
+    if sender_end < 0 or not 0 <= num_groups <= MAX_GROUPS_PER_MESSAGE:
+        return None
+    pos = MESSAGE_HEADER_LEN
+    groups = []
+    for _ in range(num_groups):
+        end = frame.find(b"\0", pos, pos + MAX_GROUP_NAME)
+        if end < 0:
+            return None
+        groups.append(frame[pos:end].decode("latin-1"))
+        pos += MAX_GROUP_NAME
+    hint_le = frame[40] & 0x80 and frame[43] & 0x80
+    hint = int.from_bytes(frame[40:44], "little" if hint_le else "big")
+    return RegularMessage(
+        service_type=_LOW_TYPES[service_type],
+        sender=frame[4:sender_end].decode("latin-1"),
+        groups=tuple(groups),
+        mess_type=_mess_type_of(hint),
+        data=frame[pos : pos + data_len],
+        endian=Endian.LITTLE if hint_le else Endian.BIG,
+    )
+
+
+def encode_multicast(
+    service_type: int,
+    sender_field: bytes,
+    group_fields: Sequence[bytes],
+    data: bytes,
+    mess_type: int,
+    endian: Endian,
+) -> bytes:
+    """A multicast request from parts the caller has checked (the library's per-message path).
+
+    `service_type`: one of MULTICAST_REQUEST_TYPES; `sender_field` and `group_fields`: 32-byte
+    NUL-padded names (see `name_field`); `mess_type`: a 16-bit signed value.
+    """
+    mark = ENDIAN_MARK if endian is Endian.LITTLE else 0
+    hint = ((mess_type << 8) & 0x00FFFF00) | mark
+    head = _header_struct(endian).pack(
+        service_type | mark, sender_field, len(group_fields), hint, len(data)
+    )
+    return b"".join((head, *group_fields, data))
+
+
 def _gid_bytes(gid: GroupId, endian: Endian) -> bytes:
     fmt = struct.Struct(endian.value + "iii")
     return fmt.pack(_i32(gid.proc_id, "proc_id"), _i32(gid.time, "time"), _i32(gid.index, "index"))
@@ -1325,10 +1384,22 @@ def _membership_frame(msg: MembershipMessage, endian: Endian) -> bytes:
 
 def daemon_frame_len(h: MessageHeader) -> int:
     """Total bytes of the daemon message with header `h`; WireError if impossible."""
-    if h.num_groups < 0 or h.data_len < 0:
+    return _frame_len(h.service_type, h.num_groups, h.data_len)
+
+
+def daemon_frame_len_at(buf: bytes | bytearray, offset: int = 0) -> int:
+    """`daemon_frame_len` of the header at `offset` of `buf` (48 bytes there), undecoded."""
+    little = buf[offset] & 0x80 and buf[offset + 3] & 0x80
+    words = _REQUEST_WORDS_LE if little else _REQUEST_WORDS_BE
+    type_word, num_groups, data_len = words.unpack_from(buf, offset)
+    return _frame_len(type_word, num_groups, data_len)
+
+
+def _frame_len(service_type: int, num_groups: int, data_len: int) -> int:
+    if num_groups < 0 or data_len < 0:
         raise WireError(SpError.ILLEGAL_MESSAGE, "negative num_groups or data_len")
-    extra = 4 if is_reject(h.service_type) else 0
-    return MESSAGE_HEADER_LEN + extra + MAX_GROUP_NAME * h.num_groups + h.data_len
+    extra = 4 if service_type & _B.REJECT_MESS else 0
+    return MESSAGE_HEADER_LEN + extra + MAX_GROUP_NAME * num_groups + data_len
 
 
 def daemon_message_from_frame(
