@@ -34,6 +34,7 @@ import signal
 import socket
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -44,6 +45,7 @@ from .config import HostEntry, IfaceType, IPAddress, SpreadConfig, is_local_addr
 from .errors import MalformedPacket
 from .membership import Channel, PersistRingSeq, SendPacket
 from .node import CloseClient, Node, ToClient, ViewInstalled, totem_config
+from .sockbuf import set_session_buffers
 from .unixpath import PathInUse, claim_unix_path
 
 log = logging.getLogger("spreadpy")
@@ -51,7 +53,8 @@ log = logging.getLogger("spreadpy")
 RECV_BATCH_MAX = 512  # datagrams read per socket per wake-up: the token must not wait long
 SOCKET_BUFFER_BYTES = 8 * 1024 * 1024
 CLIENT_WRITE_BUFFER_MAX = 64 * 1024 * 1024  # a client this far behind is not reading: drop it
-CLIENT_WRITE_BUFFER_HIGH = 64 * 1024  # above this, messages wait for resume_writing to count
+CLIENT_WRITE_BUFFER_HIGH = 256 * 1024  # pause_writing above this; resume_writing below LOW
+CLIENT_WRITE_BUFFER_LOW = 64 * 1024
 LOOPBACK_PACKET_SIZE = 8192  # ring packet size when every daemon is on this machine
 RING_BACKLOG_HIGH = 5000  # messages waiting for the token: stop reading clients
 RING_BACKLOG_LOW = 1000
@@ -294,20 +297,37 @@ class _ClientProtocol(asyncio.Protocol):
         self.daemon = daemon
         self.session = 0
         self.transport: asyncio.Transport | None = None
-        self.unwritten = 0  # messages handed to the transport but not yet counted as written
+        # Messages count against MaxSessionMessages while any of their bytes wait in the
+        # transport's buffer (the kernel has not taken them): the end offset of each, in bytes
+        # handed to the transport since the start.
+        self.handed = 0
+        self.message_ends: deque[int] = deque()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
-        # resume_writing() once the buffer is empty again: then everything queued is written.
-        self.transport.set_write_buffer_limits(high=CLIENT_WRITE_BUFFER_HIGH, low=0)
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            set_session_buffers(sock)
+        self.transport.set_write_buffer_limits(
+            high=CLIENT_WRITE_BUFFER_HIGH, low=CLIENT_WRITE_BUFFER_LOW
+        )
         self.session = self.daemon.client_opened(self)
 
+    def unwritten_messages(self) -> int:
+        """The messages with bytes still in the transport's buffer (the kernel took the rest)."""
+        ends = self.message_ends
+        if self.transport is not None:
+            written = self.handed - self.transport.get_write_buffer_size()
+            while ends and ends[0] <= written:
+                ends.popleft()
+        return len(ends)
+
     def pause_writing(self) -> None:
-        pass  # the daemon notices through get_write_buffer_size(); nothing to stop here
+        pass  # messages keep counting against the session's limit until they are written
 
     def resume_writing(self) -> None:
-        self.daemon.client_drained(self.session)
+        self.daemon.report_backlog(self.session)
 
     def data_received(self, data: bytes) -> None:
         self.daemon.client_data(self.session, data)
@@ -465,8 +485,18 @@ class Daemon:
     # ------------------------------------------------------------------------- inputs
 
     def _on_packet(self, data: bytes) -> None:
-        assert self.node is not None
-        self.node.receive_packet(data, self.loop.time())
+        node = self.node
+        assert node is not None
+        node.receive_packet(data, self.loop.time())
+        # Out at once, not at the end of the batch: the token goes on without waiting for the
+        # rest of the batch, and clients get what each packet delivered (a batch may deliver
+        # more than MaxSessionMessages to one client).
+        if not self._flushing:
+            self._flushing = True
+            try:
+                self._write_out(node)
+            finally:
+                self._flushing = False
 
     def client_opened(self, protocol: _ClientProtocol) -> int:
         session = self._next_session
@@ -493,15 +523,12 @@ class Daemon:
                 client.transport.abort()
         self._flush()
 
-    def client_drained(self, session: int) -> None:
-        """Everything queued for this client has gone to the kernel."""
+    def report_backlog(self, session: int) -> None:
+        """Tell the node how many of this client's messages still wait to be written."""
         client = self._clients.get(session)
-        if client is None or not client.unwritten:
-            return
-        count, client.unwritten = client.unwritten, 0
-        assert self.node is not None
-        self.node.client_written(session, count, self.loop.time())
-        self._flush()
+        if client is not None and self.node is not None:
+            self.node.client_backlog(session, client.unwritten_messages(), self.loop.time())
+            self._flush()
 
     def client_lost(self, session: int) -> None:
         if self._clients.pop(session, None) is None:
@@ -521,16 +548,35 @@ class Daemon:
     # ------------------------------------------------------------------------ outputs
 
     def _flush(self) -> None:
+        """Carry out the node's actions, then set back-pressure and the timer for its state."""
         node = self.node
         if node is None or self._flushing:
             return
         self._flushing = True
         try:
-            transport = self.transport
-            assert transport is not None
-            # One write per client per flush: a write is a system call.
+            self._write_out(node)
+            self._apply_backpressure(node)
+            deadline = node.next_deadline()
+            if deadline != self._timer_at:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = self.loop.call_at(deadline, self._on_timer) if deadline else None
+                self._timer_at = deadline
+        finally:
+            self._flushing = False
+
+    def _write_out(self, node: Node) -> None:
+        """Send the node's packets and write its client messages, until it has nothing left.
+
+        Each client gets one write per round (a write is a system call). The messages the
+        kernel did not take are reported to the node at once: a client's MaxSessionMessages
+        counts only what waits in our buffer, as the original's session queue does.
+        """
+        transport = self.transport
+        assert transport is not None
+        while actions := node.drain_actions():
             outgoing: dict[int, list[bytes]] = {}
-            for action in node.drain_actions():
+            for action in actions:
                 match action:
                     case SendPacket():
                         transport.send(action)
@@ -538,7 +584,8 @@ class Daemon:
                         outgoing.setdefault(session, []).append(data)
                         client = self._clients.get(session)
                         if client is not None:
-                            client.unwritten += 1
+                            client.handed += len(data)
+                            client.message_ends.append(client.handed)
                     case CloseClient(session=session, reason=reason):
                         pending = outgoing.pop(session, None)
                         if pending:
@@ -553,17 +600,12 @@ class Daemon:
                             log.error(
                                 "cannot save ring seq to %s: %s", self.paths.ring_seq_file, exc
                             )
+            now = self.loop.time()
             for session, chunks in outgoing.items():
                 self._write(session, chunks[0] if len(chunks) == 1 else b"".join(chunks))
-            self._apply_backpressure(node)
-            deadline = node.next_deadline()
-            if deadline != self._timer_at:
-                if self._timer is not None:
-                    self._timer.cancel()
-                self._timer = self.loop.call_at(deadline, self._on_timer) if deadline else None
-                self._timer_at = deadline
-        finally:
-            self._flushing = False
+                client = self._clients.get(session)
+                if client is not None:
+                    node.client_backlog(session, client.unwritten_messages(), now)
 
     def _log_view(self, view: ViewInstalled) -> None:
         kind = "regular" if view.kind == "reg" else "transitional"
@@ -581,12 +623,9 @@ class Daemon:
         if client is None or client.transport is None or client.transport.is_closing():
             return
         client.transport.write(data)
-        buffered = client.transport.get_write_buffer_size()
-        if buffered > CLIENT_WRITE_BUFFER_MAX:
+        if client.transport.get_write_buffer_size() > CLIENT_WRITE_BUFFER_MAX:
             log.warning("client %d is not reading: dropping it", session)
             client.transport.abort()
-        elif buffered == 0:
-            self.loop.call_soon(self.client_drained, session)
 
     def _close(self, session: int, reason: str) -> None:
         client = self._clients.pop(session, None)

@@ -12,7 +12,8 @@ Inputs (none needs a clock):
                                         Kill (= disconnected)
   client_disconnected(session)          EOF or KILL (once per session); after our CloseSession,
                                         call it once as the acknowledgement
-  session_written(session, count)       the adapter wrote `count` of our messages to the client
+  session_backlog(session, unwritten)   after the adapter wrote what it could to the client:
+                                        `unwritten` of our messages still wait in its buffer
   deliver(Deliver)                      from the ring, in its agreed order
   view_change(ViewChange)               from the ring: a first regular view, then trans/reg pairs
 Outputs, from drain_actions():
@@ -76,7 +77,9 @@ Where we differ from Spread 5.0.1, on purpose:
   * A group emptied and re-created under the same epoch continues its index instead of
     starting at 1 again, so no two different views of a group share an id (the last
     _RETIRED_MAX such groups per epoch are remembered).
-  * MaxSessionMessages counts messages not yet reported written by `session_written`.
+  * MaxSessionMessages is checked against the messages the adapter could not yet write
+    (`session_backlog`), as Spread checks its session queue: one ring delivery that hands a
+    client more messages than the limit, all written at once, drops nobody.
 """
 
 from __future__ import annotations
@@ -520,7 +523,6 @@ class _Session:
     private_name: str
     private_group: str
     wants_membership: bool
-    queued: int = 0
     groups: dict[str, None] = field(default_factory=dict)  # where it holds a mailbox
 
 
@@ -690,11 +692,22 @@ class GroupsLayer:
             raise LocalProtocolError(f"unknown session {session}")
         self._drop_session(s)
 
-    def session_written(self, session: SessionId, count: int = 1) -> None:
-        """The adapter handed `count` of this session's messages to the transport."""
+    def session_backlog(self, session: SessionId, unwritten: int) -> None:
+        """The adapter wrote what it could: `unwritten` of this session's messages still wait.
+
+        At MaxSessionMessages the session is dropped (Sess_write: "killing mbox for not
+        reading"); others see it disconnect.
+        """
         s = self._sessions.get(session)
-        if s is not None:
-            s.queued = max(0, s.queued - count)
+        if s is None or unwritten < self.max_session_messages:
+            return
+        self.counters.sessions_overflowed += 1
+        self.log.warning(
+            "closing session %s (%s): %d messages not read", s.sid, s.private_group, unwritten
+        )
+        self._actions.append(CloseSession(s.sid, "not reading"))
+        self._closed_by_us.add(s.sid)
+        self._drop_session(s)
 
     def deliver(self, d: Deliver) -> None:
         """One message from the ring, in agreed order."""
@@ -1148,20 +1161,8 @@ class GroupsLayer:
     # ---------------------------------------------------------------------------- sessions
 
     def _to_session(self, s: _Session, message: DaemonMessage | bytes) -> None:
-        if s.sid not in self._sessions:
-            return
-        if s.queued >= self.max_session_messages:
-            # Sess_write: "killing mbox for not reading"; others see a disconnect.
-            self.counters.sessions_overflowed += 1
-            self.log.warning(
-                "closing session %s (%s): %d messages not read", s.sid, s.private_group, s.queued
-            )
-            self._actions.append(CloseSession(s.sid, "not reading"))
-            self._closed_by_us.add(s.sid)
-            self._drop_session(s)
-            return
-        s.queued += 1
-        self._actions.append(ToSession(s.sid, message))
+        if s.sid in self._sessions:
+            self._actions.append(ToSession(s.sid, message))
 
     def _drop_session(self, s: _Session) -> None:
         for name in s.groups:

@@ -236,14 +236,13 @@ class Node:
         self._client_events(session, client, now)
         self._pump(now)
 
-    def client_written(self, session: int, count: int, now: float) -> None:
-        """The adapter's transport has written `count` more messages to this client.
+    def client_backlog(self, session: int, unwritten: int, now: float) -> None:
+        """The adapter wrote what it could to this client: `unwritten` messages still wait.
 
-        Until it has, they count against the client's MaxSessionMessages: a client that does
-        not read is dropped after that many, as the original does ("not reading").
+        At MaxSessionMessages the client is dropped, as the original does ("not reading").
         """
         if session in self._clients:
-            self.groups.session_written(session, count)
+            self.groups.session_backlog(session, unwritten)
             self._pump(now)
 
     def client_lost(self, session: int, now: float) -> None:

@@ -42,7 +42,8 @@ class Client:
     daemon: int
     name: str
     private_group: str
-    reading: bool = True  # False: never acknowledge writes (a client that stopped reading)
+    reading: bool = True  # False: a client that stopped reading; its messages stay unwritten
+    unread: int = 0  # messages the adapter could not write (counted while not reading)
     closed: str | None = None
     inbox: list[DaemonMessage] = field(default_factory=list)
 
@@ -203,8 +204,9 @@ class Cluster:
                         elif self.encode_check:
                             encode_daemon_message(message)
                         c.inbox.append(message)
-                        if c.reading:
-                            layer.session_written(a.session)
+                        if not c.reading:
+                            c.unread += 1
+                        layer.session_backlog(a.session, c.unread)
                     case CloseSession():
                         c = self.clients[a.session]
                         c.closed = a.reason

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -47,6 +48,38 @@ def test_a_client_that_does_not_read_is_dropped_after_max_session_messages(
             assert dropped.members == ("#watch#n1",)
             status = cluster["n1"].status()
             assert status["counters"]["groups"]["sessions_overflowed"] == 1
+
+
+def test_a_reading_client_is_not_dropped_when_one_delivery_exceeds_the_limit(
+    tmp_path: Path,
+) -> None:
+    """MaxSessionMessages counts what the kernel did not take, as the original's session queue:
+    a token visit that delivers hundreds of small messages at once, all written, drops nobody."""
+    extra = FAST_TIMEOUTS + "MaxSessionMessages = 20\n"
+    count = 3000
+    with Cluster(tmp_path, names=("n1",), extra_config=extra) as cluster:
+        cluster.wait_ring()
+        path = cluster["n1"].unix_socket
+        with client.connect(path, "busy") as busy, client.connect(path, "reader") as reader:
+            reader.join("g")
+            reader.receive(timeout=5)  # its own join
+            got: list[bytes] = []
+
+            def read() -> None:
+                while len(got) < count:
+                    message = reader.receive(timeout=10)
+                    if isinstance(message, client.RegularMessage):
+                        got.append(message.data)
+
+            thread = threading.Thread(target=read)
+            thread.start()
+            for i in range(count):
+                busy.multicast(client.AGREED_MESS, "g", b"%d" % i)
+            thread.join(timeout=30)
+            assert got == [b"%d" % i for i in range(count)]
+            status = cluster["n1"].status()
+            assert status["counters"]["groups"]["sessions_overflowed"] == 0
+            assert status["counters"]["ring"]["delivered"] >= count
 
 
 def test_max_message_size_above_the_protocol_limit_still_accepts_clients(

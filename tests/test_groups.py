@@ -432,11 +432,15 @@ def test_written_messages_free_the_queue() -> None:
     c.run()
     layer = c.layers[1]
     for i in range(6):
+        a.unread = 0  # it read everything so far: the adapter wrote it all
+        layer.session_backlog(a.sid, 0)
         c.mcast(a, "g", b"%d" % i)
         c.run()
-        layer.session_written(a.sid, 1)
     assert a.closed is None
     assert len(a.data()) == 6
+    c.mcast(a, "g", b"unread")  # a second unwritten message reaches the limit
+    c.run()
+    assert a.closed == "not reading"
 
 
 # ------------------------------------------------------------------------ daemon failures
