@@ -3,7 +3,8 @@
     python -m benchmarks.harness                  # everything, about 5 minutes on 2 cores
     python -m benchmarks.harness --quick          # seconds: the smoke test's run
     python -m benchmarks.harness --only latency,failover --bed loopback
-    PEER=/opt/spread-5.0.1 python -m benchmarks.harness   # side by side with the original
+    python -m benchmarks.harness --jumbo          # + throughput again on an MTU 9000 bed
+    PEER=/tmp/spread-peer python -m benchmarks.harness    # side by side with the original
 
 What is measured (benchmarks/README.md says more; shared/spec/totem.md §5 has the published
 numbers to compare with):
@@ -19,6 +20,12 @@ numbers to compare with):
               hold the new membership (CAUSED_BY_NETWORK); default and fast timeouts.
   vip         with wackapy's daemon: the VIP owner's host dies (daemons killed, cable
               pulled) and a client host pings the VIP until the new owner answers.
+`--mtu 9000` runs everything on a bed whose veths and bridge have that MTU (spreadpy's daemons
+get RingPacketSize = MTU - 28); `--jumbo` keeps MTU 1500 for every part and measures throughput
+once more on a second bed with MTU 9000, built after the first is gone.
+With PEER (an install prefix of the original Spread 5.0.1), every part but vip runs on it too,
+on the same bed, with every client of both daemons on TCP; its C spflooder and spping, when
+installed, run against both daemons; the table ends with spreadpy/original ratios.
 Results: a table on stdout, benchmarks/results/bench-<time>.json (machine, parameters, every
 figure) and PNG plots beside it when matplotlib is installed (the `bench` extra).
 """
@@ -52,13 +59,23 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.testbed import (
+    ETHERNET_MTU,
+    JUMBO_MTU,
+    PEER_PACKET_SIZE,
+    PEER_USER,
     Bed,
     BedError,
     Host,
+    PeerInstall,
     Ring,
     RingConfig,
+    bed_kind,
+    check_mtu,
+    find_peer,
     git_commit,
     open_bed,
+    packet_size,
+    ring_packet_size,
     source_digest,
     terminate_on_sigterm,
 )
@@ -70,7 +87,9 @@ PARTS: Final = ("throughput", "latency", "failover", "vip")
 # Messages per run (with three senders, a third each): about 3 s each on 2 cores.
 MESSAGES: Final = MappingProxyType({100: 40000, 1000: 25000, 10000: 6000})
 QUICK_MESSAGES: Final = MappingProxyType({100: 600, 1000: 400, 10000: 100})
-PING_SIZE: Final = 48
+PING_SIZE: Final = 48  # also the C spping's smallest message (its ping header)
+C_PING_PERIOD_MS: Final = 5  # the C spping sends on a timer, not one at a time: every 5 ms
+C_PING_GROUP: Final = "bench-spping"
 WORKER_TIMEOUT_S: Final = 120.0
 VIEW_TIMEOUT_S: Final = 30.0
 FLOOD_GROUP: Final = "bench-flood"
@@ -80,6 +99,8 @@ VIP_GROUP: Final = "bench-vip"
 PROFILE_SECONDS: Final = 5
 CPU_SECONDS_MIN: Final = 0.2  # report a daemon's CPU per message only above this much
 PROFILE_TOP: Final = 15
+OURS: Final = "spreadpy"
+PEER: Final = "spread-5.0.1"
 
 
 class BenchError(RuntimeError):
@@ -110,7 +131,17 @@ class Plan:
     failover_timeouts: tuple[str, ...] = ("default", "fast")
     vip_runs: int = 3
     peer: str | None = None
+    peer_user: str = PEER_USER
     profile: bool = False
+    mtu: int = ETHERNET_MTU  # of the bed every part runs on
+    jumbo: bool = False  # throughput once more on a second bed with MTU 9000
+
+    def beds(self) -> list[tuple[int, tuple[str, ...]]]:
+        """(MTU, parts) of each bed, in the order they are built (one at a time)."""
+        beds = [(self.mtu, self.parts)]
+        if self.jumbo and "throughput" in self.parts:
+            beds.append((JUMBO_MTU, ("throughput",)))
+        return beds
 
     @classmethod
     def quick_plan(cls, **overrides: Any) -> Plan:  # Any: field values
@@ -159,17 +190,21 @@ class Progress:
             self._bar.close()
 
 
-def count_steps(plan: Plan, systems: int) -> int:
-    steps = 0
+def count_steps(plan: Plan, systems: int, tools: PeerInstall | None = None) -> int:
+    steps = vip = 0
     rings = 2 if plan.accelerated else 1
-    if "throughput" in plan.parts:
-        per_ring = len(plan.sizes) * (len(plan.services) + int(plan.three_senders))
-        steps += per_ring * rings * plan.repeat
-    if "latency" in plan.parts:
-        steps += 2 * rings
-    if "failover" in plan.parts:
-        steps += len(plan.failover_timeouts) * plan.failover_runs
-    vip = int("vip" in plan.parts) * len(plan.failover_timeouts) * plan.vip_runs
+    for _, parts in plan.beds():
+        if "throughput" in parts:
+            per_ring = len(plan.sizes) * (len(plan.services) + int(plan.three_senders))
+            per_ring = per_ring * plan.repeat
+            if tools is not None and tools.flooder is not None:
+                per_ring += len(plan.sizes)
+            steps += per_ring * rings
+        if "latency" in parts:
+            steps += (2 + int(tools is not None and tools.ping is not None)) * rings
+        if "failover" in parts:
+            steps += len(plan.failover_timeouts) * plan.failover_runs
+        vip += int("vip" in parts) * len(plan.failover_timeouts) * plan.vip_runs
     return max(1, steps * systems + vip)
 
 
@@ -213,7 +248,9 @@ class Worker:
             raise BenchError(f"{self.describe()}: {event['error']}")
         if event["ev"] == "exit":
             self.events.put(event)  # later waits fail the same way
-            raise BenchError(f"{self.describe()} exited: {self.stderr_tail()}")
+            last = [e for e in self.history if e["ev"] != "exit"][-2:]
+            said = f" after {json.dumps(last)}" if last else ""
+            raise BenchError(f"{self.describe()} exited{said}: {self.stderr_tail()}")
         return event
 
     def wait_for(
@@ -235,9 +272,13 @@ class Worker:
         return self.wait_for(lambda e: e["ev"] == "result", timeout_s, "result")
 
     def stderr_tail(self) -> str:
+        """What it said on stderr, once it has exited (its stdout closing comes first)."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(2)
         if self.process.poll() is None or self.process.stderr is None:
             return ""
-        return self.process.stderr.read().decode(errors="replace")[-1500:]
+        said = self.process.stderr.read().decode(errors="replace")[-1500:]
+        return f"exit status {self.process.returncode}" + (f": {said}" if said else "")
 
     def describe(self) -> str:
         return f"worker {self.args[0]} on {self.host.name}"
@@ -577,12 +618,23 @@ def vip_failover(ring: Ring, plan: Plan, progress: Progress) -> dict[str, Any]: 
 
 FLOODER_DONE = re.compile(rb"completed multicast of")
 FLOODER_TAIL = 400  # two windows
+C_PING_REPLY = re.compile(r"seq = (\d+) time = ([0-9.]+) ms")
+
+
+def line_buffered(argv: list[str]) -> list[str]:
+    """The C examples printf without fflush: on a pipe their lines would only come out at 4 KB
+    or at exit, and the times taken when they arrive would mean nothing."""
+    stdbuf = shutil.which("stdbuf")
+    if stdbuf is None:
+        raise BenchError("stdbuf (coreutils) is needed to time the C spflooder's output")
+    return [stdbuf, "-oL", *argv]
 
 
 def c_flooder(ring: Ring, flooder: Path, size: int, messages: int) -> dict[str, Any]:  # Any
     """The original spflooder binary: one sender, two `-ro` readers, timed from here (the
-    sender's "starting" line to the last reader's "completed" line). A `-ro` flooder counts
-    every message, the few membership messages too: they are not subtracted."""
+    sender's "starting" line to the last reader's "completed" line, each read as it is printed:
+    stdbuf -oL). A `-ro` flooder counts every message, the few membership messages too: they
+    are not subtracted."""
     hosts = ring.bed.hosts
     lines: queue.Queue[tuple[str, float, bytes]] = queue.Queue()
 
@@ -594,7 +646,7 @@ def c_flooder(ring: Ring, flooder: Path, size: int, messages: int) -> dict[str, 
     def start(host: Host, tag: str, count: int, extra: list[str]) -> subprocess.Popen[bytes]:
         argv = [str(flooder), "-m", str(count), "-b", str(size)]
         argv += ["-s", ring.client_address(host.name), "-u", tag, *extra]
-        process = ring.bed.spawn(host, argv)
+        process = ring.bed.spawn(host, line_buffered(argv), stderr=subprocess.STDOUT)
         threading.Thread(target=follow, args=(tag, process), daemon=True).start()
         return process
 
@@ -637,6 +689,56 @@ def c_flooder(ring: Ring, flooder: Path, size: int, messages: int) -> dict[str, 
         "messages": messages,
         "seconds": seconds,
         "msgs_per_s": messages / seconds,
+        "mbit_per_s": messages * size * 8 / seconds / 1e6,
+    }
+
+
+def c_ping(ring: Ring, spping: Path, plan: Plan) -> dict[str, Any]:  # Any: JSON values
+    """The C spping: `spping -ro` on h3 reflects, spping on h1 sends a 48-byte ping every
+    C_PING_PERIOD_MS (RELIABLE | SELF_DISCARD, its only service) and prints each round trip.
+    The first `ping_warmup` pings are not counted; a ping whose answer came after spping had
+    sent its last and exited is simply missing (the count says how many came back)."""
+    h1, h3 = ring.bed.hosts[0], ring.bed.hosts[-1]
+    run = secrets.token_hex(2)  # fresh private names
+    group = ["-g", C_PING_GROUP, "-b", str(PING_SIZE)]
+    reflector_argv = [str(spping), "-ro", "-s", ring.client_address(h3.name), *group]
+    reflector = ring.bed.spawn(h3, [*reflector_argv, "-u", f"e{run}"], stdout=subprocess.DEVNULL)
+    try:
+        wait_group(ring, h1, C_PING_GROUP, 1)
+        sent = plan.ping_count + plan.ping_warmup
+        argv = [str(spping), "-s", ring.client_address(h1.name), *group, "-u", f"p{run}"]
+        argv += ["-p", str(C_PING_PERIOD_MS), "-m", str(sent)]
+        pinger = ring.bed.spawn(h1, argv, stderr=subprocess.STDOUT)
+        try:
+            out, _ = pinger.communicate(timeout=sent * C_PING_PERIOD_MS / 1e3 + VIEW_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            pinger.kill()
+            out, _ = pinger.communicate()
+            said = out.decode(errors="replace")[-500:]
+            raise BenchError(f"spping did not finish: {said}") from None
+    finally:
+        reflector.kill()
+        reflector.wait(5)
+    text = out.decode(errors="replace")
+    rtts = sorted(
+        float(m.group(2))
+        for m in C_PING_REPLY.finditer(text)
+        if int(m.group(1)) >= plan.ping_warmup
+    )
+    if pinger.returncode != 0 or not rtts:
+        raise BenchError(f"spping (exit {pinger.returncode}) timed no ping: {text[-500:]}")
+    return {
+        "size": PING_SIZE,
+        "service": "reliable",
+        "period_ms": C_PING_PERIOD_MS,
+        "sent": plan.ping_count,
+        "count": len(rtts),
+        "mean_ms": statistics.fmean(rtts),
+        "p50_ms": percentile(rtts, 0.50),
+        "p99_ms": percentile(rtts, 0.99),
+        "min_ms": rtts[0],
+        "max_ms": rtts[-1],
+        "rtts_ms": rtts,
     }
 
 
@@ -733,38 +835,100 @@ def machine_info() -> dict[str, Any]:  # Any: JSON values
     }
 
 
+def ring_key(accelerated: bool, mtu: int | None) -> str:
+    """The key of a ring's figures: original or accelerated, and the MTU when not 1500."""
+    key = "accelerated" if accelerated else "original"
+    return key if mtu in (None, ETHERNET_MTU) else f"{key} mtu{mtu}"
+
+
+def describe_ring(key: str) -> str:
+    """The table's words for a ring key: "original mtu9000" is "original ring, MTU 9000"."""
+    ring, _, mtu = key.partition(" mtu")
+    return f"{ring} ring" + (f", MTU {mtu}" if mtu else "")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class System:
+    """One implementation to measure and how its clients reach it."""
+
+    name: str  # OURS or PEER
+    peer: Path | None  # the original's install prefix; None: spreadpy
+    client_transport: str  # unix, or tcp for both when comparing
+    tools: PeerInstall | None  # the original's C clients, run against this system too
+
+    def ring_config(
+        self, plan: Plan, *, accelerated: bool = False, fast: bool = False
+    ) -> RingConfig:
+        return RingConfig(
+            accelerated=accelerated,
+            fast=fast,
+            peer=self.peer,
+            peer_user=plan.peer_user,
+            client_transport=self.client_transport,
+        )
+
+
+def systems_for(plan: Plan) -> list[System]:
+    """spreadpy alone, or spreadpy and the original (clients on TCP for both, so that the two
+    are measured the same way: the original's Unix socket is fixed at /tmp/<port>)."""
+    if plan.peer is None:
+        return [System(name=OURS, peer=None, client_transport="unix", tools=None)]
+    tools = find_peer(plan.peer)
+    return [
+        System(name=OURS, peer=None, client_transport="tcp", tools=tools),
+        System(name=PEER, peer=tools.prefix, client_transport="tcp", tools=tools),
+    ]
+
+
+@contextlib.contextmanager
+def explained(ring: Ring, what: str) -> Iterator[Ring]:
+    """A measurement that fails says what it was and how the daemons were doing."""
+    try:
+        yield ring
+    except BenchError as exc:
+        raise BenchError(f"{what}: {exc}\n{ring.daemons_state()}") from None
+
+
 def run_system(
-    bed: Bed, plan: Plan, peer: Path | None, progress: Progress, out_stem: Path
+    bed: Bed, plan: Plan, system: System, progress: Progress, out_stem: Path
 ) -> dict[str, Any]:  # Any: JSON values
-    """Every part of the plan on one implementation (spreadpy, or the original at `peer`)."""
+    """Every part of the plan on one implementation, on one bed."""
     result: dict[str, Any] = {}  # Any: JSON values
     rings = [False, True] if plan.accelerated else [False]
+    is_peer = system.peer is not None
+    tools = system.tools
     if {"throughput", "latency"} & set(plan.parts):
         for accelerated in rings:
-            key = "accelerated" if accelerated else "original"
-            with Ring(bed, RingConfig(accelerated=accelerated, peer=peer)) as ring:
+            key = ring_key(accelerated, bed.mtu)
+            config = system.ring_config(plan, accelerated=accelerated)
+            with Ring(bed, config) as ring, explained(ring, f"{system.name}, {key} ring"):
                 ring.wait_ring()
                 if "throughput" in plan.parts:
                     result.setdefault("throughput", {})[key] = throughput(ring, plan, progress)
-                    if ring.peer_flooder is not None:
-                        result.setdefault("spflooder", {})[key] = [
-                            c_flooder(ring, ring.peer_flooder, size, plan.messages[size])
-                            for size in plan.sizes
-                        ]
+                    if tools is not None and tools.flooder is not None:
+                        rows = []
+                        for size in plan.sizes:
+                            rows.append(c_flooder(ring, tools.flooder, size, plan.messages[size]))
+                            progress.step(f"spflooder {size} B")
+                        result.setdefault("spflooder", {})[key] = rows
                 if "latency" in plan.parts:
                     result.setdefault("latency", {})[key] = latency(ring, plan)
                     progress.step(f"latency {key}")
+                    if tools is not None and tools.ping is not None:
+                        result.setdefault("spping", {})[key] = c_ping(ring, tools.ping, plan)
+                        progress.step(f"spping {key}")
                     result.setdefault("idle_rotation", {})[key] = idle_rotation(ring, plan)
                     progress.step(f"idle ring {key}")
-                if plan.profile and peer is None and not accelerated:
+                if plan.profile and not is_peer and not accelerated:
                     result["profile"] = profile_daemon(ring, plan, out_stem)
     if "failover" in plan.parts:
         for key in plan.failover_timeouts:
-            with Ring(bed, RingConfig(fast=key == "fast", peer=peer)) as ring:
+            config = system.ring_config(plan, fast=key == "fast")
+            with Ring(bed, config) as ring, explained(ring, f"{system.name}, failover {key}"):
                 ring.wait_ring()
                 runs = failover(ring, plan, progress)
                 result.setdefault("failover", {})[key] = summarise_failover(runs)
-    if "vip" in plan.parts and peer is None:
+    if "vip" in plan.parts and not is_peer:
         reason = vip_unavailable(bed)
         if reason is not None:
             print(f"vip failover: skipped: {reason}", file=sys.stderr)
@@ -772,7 +936,7 @@ def run_system(
         else:
             result["vip"] = {}
             for key in plan.failover_timeouts:
-                with Ring(bed, RingConfig(fast=key == "fast")) as ring:
+                with Ring(bed, system.ring_config(plan, fast=key == "fast")) as ring:
                     ring.wait_ring()
                     try:
                         result["vip"][key] = vip_failover(ring, plan, progress)
@@ -782,8 +946,22 @@ def run_system(
     return result
 
 
+def merge(into: dict[str, Any], more: dict[str, Any]) -> None:  # Any: JSON values
+    """Add one bed's figures to a system's (parts keyed by ring, so beds never collide)."""
+    for part, value in more.items():
+        if isinstance(value, dict) and isinstance(into.get(part), dict):
+            into[part].update(value)
+        else:
+            into[part] = value
+
+
+def _ratio(what: str, unit: str, ours: float, theirs: float) -> dict[str, Any]:  # Any: JSON
+    return {"what": what, "unit": unit, "ours": ours, "peer": theirs, "ratio": ours / theirs}
+
+
 def compare(ours: dict[str, Any], peer: dict[str, Any]) -> list[dict[str, Any]]:  # Any: JSON
-    """spreadpy / original for every figure both have (>1: spreadpy is higher)."""
+    """spreadpy / original for every figure both have (>1: spreadpy's figure is higher, which
+    is better for msgs/s and worse for times)."""
     rows: list[dict[str, Any]] = []  # Any: JSON values
     for ring, ours_rows in ours.get("throughput", {}).items():
         theirs = {
@@ -792,19 +970,38 @@ def compare(ours: dict[str, Any], peer: dict[str, Any]) -> list[dict[str, Any]]:
         }
         for r in ours_rows:
             other = theirs.get((r["size"], r["service"], r["senders"]))
+            if not other:
+                continue
+            case = f"{ring} {r['size']} B {r['service']} x{r['senders']}"
+            rows.append(
+                _ratio(f"throughput {case}", "msgs/s", r["msgs_per_s"], other["msgs_per_s"])
+            )
+            cpu, other_cpu = (
+                r.get("daemon_cpu_us_per_msg", {}),
+                other.get("daemon_cpu_us_per_msg", {}),
+            )
+            hosts = sorted(set(cpu) & set(other_cpu))
+            if hosts:
+                mean = statistics.fmean(cpu[h] for h in hosts)
+                other_mean = statistics.fmean(other_cpu[h] for h in hosts)
+                rows.append(_ratio(f"daemon CPU {case}", "us/msg", mean, other_mean))
+    for ring, ours_rows in ours.get("spflooder", {}).items():
+        theirs = {r["size"]: r for r in peer.get("spflooder", {}).get(ring, [])}
+        for r in ours_rows:
+            other = theirs.get(r["size"])
             if other:
-                what = f"throughput {ring} {r['size']} B {r['service']} x{r['senders']} msgs/s"
-                rows.append({"what": what, "ratio": r["msgs_per_s"] / other["msgs_per_s"]})
-    for ring, lat in ours.get("latency", {}).items():
-        other = peer.get("latency", {}).get(ring)
-        if other:
-            rows.append({"what": f"latency {ring} p50", "ratio": lat["p50_ms"] / other["p50_ms"]})
+                what = f"spflooder (C) {ring} {r['size']} B"
+                rows.append(_ratio(what, "msgs/s", r["msgs_per_s"], other["msgs_per_s"]))
+    for part, label in (("latency", "latency"), ("spping", "spping (C)")):
+        for ring, lat in ours.get(part, {}).items():
+            other = peer.get(part, {}).get(ring)
+            if other:
+                what = f"{label} {ring} {lat['service']} p50"
+                rows.append(_ratio(what, "ms", lat["p50_ms"], other["p50_ms"]))
     for key, fo in ours.get("failover", {}).items():
         other = peer.get("failover", {}).get(key)
         if other:
-            rows.append(
-                {"what": f"failover {key} median", "ratio": fo["median_s"] / other["median_s"]}
-            )
+            rows.append(_ratio(f"failover {key} median", "s", fo["median_s"], other["median_s"]))
     return rows
 
 
@@ -817,8 +1014,9 @@ def render(report: dict[str, Any]) -> str:  # Any: JSON values
     out = [
         f"machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, Python {m['python']}, "
         f"commit {m['commit'][:12]}{' (dirty)' if m['dirty'] else ''}",
-        f"bed: {report['bed']}{' (quick)' if report['parameters']['quick'] else ''}",
+        f"bed: {_render_beds(report)}{' (quick)' if report['parameters']['quick'] else ''}",
     ]
+    out += [f"note: {note}" for note in report.get("notes", [])]
     for system, res in report["systems"].items():
         out.append(f"\n== {system}")
         out += _render_throughput(res, report["parameters"]["repeat"])
@@ -831,15 +1029,40 @@ def render(report: dict[str, Any]) -> str:  # Any: JSON values
             )
             out += [f"  {e['self_pct']:5.1f}%  {e['frame']}" for e in prof["top_self"][:10]]
     if report.get("comparison"):
-        out.append("\nspreadpy / Spread 5.0.1:")
-        out += [f"  {row['ratio']:6.2f}  {row['what']}" for row in report["comparison"]]
+        out.append(f"\n{OURS} / {PEER} (same bed, same clients; >1: {OURS}'s figure is higher):")
+        out.append(f"  {'ratio':>6} {OURS:>10} {PEER:>12} {'unit':<6} what")
+        out += [
+            f"  {r['ratio']:6.2f} {figure(r['ours']):>10} {figure(r['peer']):>12} "
+            f"{r['unit']:<6} {r['what']}"
+            for r in report["comparison"]
+        ]
     return "\n".join(out)
+
+
+def figure(value: float) -> str:
+    """A measured value with as many decimals as mean something: 12345, 12.3, 0.834."""
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3f}"
+
+
+def _render_beds(report: dict[str, Any]) -> str:  # Any: JSON values
+    beds = report.get("beds") or [{"kind": report["bed"], "mtu": None, "parts": []}]
+    described = []
+    for bed in beds:
+        mtu = "" if bed["mtu"] is None else f", MTU {bed['mtu']}"
+        sizes = ", ".join(f"{k} {v} B" for k, v in bed.get("ring_packet_size", {}).items())
+        parts = ",".join(bed["parts"])
+        described.append(
+            f"{bed['kind']}{mtu}" + (f" ({parts}; ring packets: {sizes})" if parts else "")
+        )
+    return "; ".join(described)
 
 
 def _render_throughput(res: dict[str, Any], repeat: int) -> list[str]:  # Any: JSON values
     out = []
     for ring, rows in res.get("throughput", {}).items():
-        out.append(f"throughput, {ring} ring (median of {repeat}):")
+        out.append(f"throughput, {describe_ring(ring)} (median of {repeat}):")
         out.append(
             f"  {'size':>6} {'service':<9} {'senders':>7} {'msgs/s':>9} {'Mbit/s':>8} "
             f"{'rot/s':>6}  daemon CPU us/msg h1 h2 h3"
@@ -852,8 +1075,11 @@ def _render_throughput(res: dict[str, Any], repeat: int) -> list[str]:  # Any: J
                 f"{r['mbit_per_s']:>8.1f} {'-' if rot is None else f'{rot:.0f}':>6}  {cpu}"
             )
     for ring, rows in res.get("spflooder", {}).items():
-        out.append(f"spflooder (C), {ring} ring:")
-        out += [f"  {r['size']:>6} B {r['msgs_per_s']:>9.0f} msgs/s" for r in rows]
+        out.append(f"spflooder (C), {describe_ring(ring)}, one sender:")
+        out += [
+            f"  {r['size']:>6} B {r['msgs_per_s']:>9.0f} msgs/s {r['mbit_per_s']:>8.1f} Mbit/s"
+            for r in rows
+        ]
     return out
 
 
@@ -861,13 +1087,20 @@ def _render_latency(res: dict[str, Any]) -> list[str]:  # Any: JSON values
     out = []
     for ring, lat in res.get("latency", {}).items():
         out.append(
-            f"latency, {ring} ring, {lat['count']} x {lat['size']} B {lat['service']}: mean "
-            f"{lat['mean_ms']:.3f} ms, p50 {lat['p50_ms']:.3f} ms, p99 {lat['p99_ms']:.3f} ms"
+            f"latency, {describe_ring(ring)}, {lat['count']} x {lat['size']} B {lat['service']}: "
+            f"mean {lat['mean_ms']:.3f} ms, p50 {lat['p50_ms']:.3f} ms, p99 {lat['p99_ms']:.3f} ms"
+        )
+    for ring, lat in res.get("spping", {}).items():
+        out.append(
+            f"spping (C), {describe_ring(ring)}, {lat['count']}/{lat['sent']} x {lat['size']} B "
+            f"{lat['service']} every {lat['period_ms']} ms: mean {lat['mean_ms']:.3f} ms, "
+            f"p50 {lat['p50_ms']:.3f} ms, p99 {lat['p99_ms']:.3f} ms"
         )
     for ring, idle in res.get("idle_rotation", {}).items():
         if idle and idle["rotation_ms"] is not None:
             out.append(
-                f"idle ring, {ring}: one token rotation per {idle['rotation_ms']:.2f} ms "
+                f"idle ring, {describe_ring(ring)}: one token rotation per "
+                f"{idle['rotation_ms']:.2f} ms "
                 f"({idle['rotations']} in {idle['seconds']:.1f} s)"
             )
     return out
@@ -1004,6 +1237,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="how the ring reaches the segment on the netns bed",
     )
     parser.add_argument("--repeat", type=int, help="runs per throughput figure (median kept)")
+    parser.add_argument(
+        "--sizes", help=f"comma-separated message sizes of {','.join(map(str, SIZES))}"
+    )
     parser.add_argument("--failover-runs", type=int)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply message counts")
     parser.add_argument("--no-accelerated", action="store_true", help="the original ring only")
@@ -1013,6 +1249,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("PEER") or None,
         metavar="PREFIX",
         help="an original Spread 5.0.1 install prefix to compare with (env PEER)",
+    )
+    parser.add_argument(
+        "--peer-user",
+        default=PEER_USER,
+        metavar="USER",
+        help=f"the unprivileged user the original daemon runs as (default {PEER_USER})",
+    )
+    parser.add_argument(
+        "--mtu",
+        type=int,
+        default=ETHERNET_MTU,
+        help="MTU of the netns bed's veths and bridge; spreadpy gets RingPacketSize = MTU - 28",
+    )
+    parser.add_argument(
+        "--jumbo",
+        action="store_true",
+        help=f"measure throughput once more on a second bed with MTU {JUMBO_MTU}",
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where results go")
     parser.add_argument("--no-plots", action="store_true")
@@ -1032,12 +1285,30 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         overrides["parts"] = parts
     if args.repeat:
         overrides["repeat"] = args.repeat
+    if args.sizes:
+        try:
+            sizes = tuple(int(x) for x in args.sizes.split(",") if x.strip())
+        except ValueError:
+            raise SystemExit(f"--sizes: not a list of numbers: {args.sizes}") from None
+        if not sizes or set(sizes) - set(SIZES):
+            raise SystemExit(f"--sizes: choose among {','.join(map(str, SIZES))}")
+        overrides["sizes"] = sizes
     if args.failover_runs:
         overrides["failover_runs"] = args.failover_runs
     if args.no_accelerated:
         overrides["accelerated"] = False
     overrides["peer"] = args.peer or None
+    overrides["peer_user"] = args.peer_user
     overrides["profile"] = args.profile
+    try:
+        overrides["mtu"] = check_mtu(args.mtu)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    if args.jumbo and args.mtu == JUMBO_MTU:
+        raise SystemExit(
+            f"--jumbo adds a bed with MTU {JUMBO_MTU}: with --mtu {JUMBO_MTU} it is that"
+        )
+    overrides["jumbo"] = args.jumbo
     plan = Plan.quick_plan(**overrides) if args.quick else Plan(**overrides)
     if args.scale != 1.0:
         scaled = {s: max(10, round(n * args.scale)) for s, n in plan.messages.items()}
@@ -1045,24 +1316,79 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     return plan
 
 
+def bed_notes(plan: Plan, systems: Sequence[System]) -> list[str]:
+    """What a reader of the table must know about how the systems were set up."""
+    notes = []
+    if len(systems) > 1:
+        notes.append(
+            f"clients of both {OURS} and {PEER} connect by TCP (the original's Unix socket is "
+            f"/tmp/<port>, compiled in); {PEER} runs as user {plan.peer_user}, not root"
+        )
+    for mtu, _ in plan.beds():
+        size = ring_packet_size(mtu)
+        if size is None:
+            continue
+        note = f"MTU {mtu}: {OURS}'s daemons get RingPacketSize = {size}"
+        if len(systems) > 1:
+            note += (
+                f"; {PEER} has no such setting and keeps its compiled-in {PEER_PACKET_SIZE}-byte"
+                " packets"
+            )
+        notes.append(note)
+    return notes
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     plan = plan_from_args(args)
-    peer = Path(plan.peer) if plan.peer else None
+    try:
+        systems = systems_for(plan)
+        kind = bed_kind(plan.bed)
+    except BedError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    notes = []
+    if kind == "loopback":
+        if len(systems) > 1:
+            print(f"benchmark failed: PEER needs the netns bed (root), not {kind}", file=sys.stderr)
+            return 1
+        if plan.mtu != ETHERNET_MTU:
+            print(f"benchmark failed: --mtu {plan.mtu} needs the netns bed", file=sys.stderr)
+            return 1
+        if plan.jumbo:
+            plan = replace(plan, jumbo=False)
+            notes.append(f"throughput at MTU {JUMBO_MTU} skipped: it needs the netns bed (root)")
+            print(f"note: {notes[-1]}", file=sys.stderr)
+    notes += bed_notes(plan, systems)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / time.strftime("bench-%Y%m%d-%H%M%S")
-    systems = {"spreadpy": None} | ({"spread-5.0.1": peer} if peer else {})
-    progress = Progress(count_steps(plan, len(systems)), enabled=not args.no_progress)
+    tools = systems[-1].tools
+    progress = Progress(count_steps(plan, len(systems), tools), enabled=not args.no_progress)
     report: dict[str, Any] = {  # Any: JSON values
         "machine": machine_info(),
         "parameters": {k: (dict(v) if isinstance(v, dict) else v) for k, v in asdict(plan).items()},
-        "systems": {},
+        "bed": kind,
+        "beds": [],
+        "notes": notes,
+        "systems": {system.name: {} for system in systems},
     }
     try:
-        with terminate_on_sigterm(), open_bed(plan.bed, plan.transport) as bed:
-            report["bed"] = bed.kind
-            for system, prefix in systems.items():
-                report["systems"][system] = run_system(bed, plan, prefix, progress, stem)
+        with terminate_on_sigterm():
+            for mtu, parts in plan.beds():  # one bed at a time
+                bed_plan = replace(plan, parts=parts)
+                with open_bed(plan.bed, plan.transport, mtu) as bed:
+                    sizes = {s.name: packet_size(bed, peer=s.peer is not None) for s in systems}
+                    report["beds"].append(
+                        {
+                            "kind": bed.kind,
+                            "mtu": bed.mtu,
+                            "parts": list(parts),
+                            "ring_packet_size": sizes,
+                        }
+                    )
+                    for system in systems:
+                        figures = run_system(bed, bed_plan, system, progress, stem)
+                        merge(report["systems"][system.name], figures)
     except KeyboardInterrupt:
         progress.close()
         print("\ninterrupted: the bed was taken down, nothing written", file=sys.stderr)
@@ -1079,10 +1405,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             " clients ran other code than the first ones",
             file=sys.stderr,
         )
-    if peer is not None:
-        report["comparison"] = compare(
-            report["systems"]["spreadpy"], report["systems"]["spread-5.0.1"]
-        )
+    if len(systems) > 1:
+        report["comparison"] = compare(report["systems"][OURS], report["systems"][PEER])
     json_path = stem.with_suffix(".json")
     json_path.write_text(json.dumps(report, indent=1) + "\n")
     print(render(report))

@@ -15,6 +15,8 @@ Two kinds of bed:
   loopback  (anyone) three daemons on 127.0.0.1/.2/.3 of this machine, the ring by unicast to
             each (spreadpy's mode for a 127/8 segment), a free port; no link cuts.
 "auto" takes netns when tests/netns.py says namespaces can be built here, loopback otherwise.
+`open_bed(mtu=9000)` (netns only) sets every veth end and the bridge to that MTU, and spreadpy's
+daemons on it get `RingPacketSize = MTU - 28` (the largest UDP payload that is not fragmented).
 
 Everything a bed or a ring started is killed when its `with` block ends, whatever ended it
 (an exception, Ctrl-C, or SIGTERM once `terminate_on_sigterm()` is in force), and the namespaces
@@ -22,8 +24,21 @@ are deleted after that. Processes are started with `ip netns exec`, which execs 
 place: the PID we hold is the program's, so `kill -9` hits the daemon itself.
 
 A `Ring` runs spreadpy (`python -m spreadpy -c FILE -n NAME --state-dir DIR`), or, with
-`RingConfig(peer=PREFIX)`, a hand-built original Spread 5.0.1 from PREFIX/sbin/spread (never
-built or shipped here; netns beds only, its clients connect by TCP).
+`RingConfig(peer=PREFIX)`, a hand-built original Spread 5.0.1 installed under PREFIX
+(`make install prefix=PREFIX`: PREFIX/sbin/spread, PREFIX/bin/spflooder; never built or
+shipped here). The original needs the netns bed and is started so that it never runs as root:
+
+    ip netns exec NS unshare --mount --propagation private \
+        sh -c 'mount --bind RUNDIR /tmp && exec setpriv --reuid U --regid G --clear-groups ...'
+
+As root it would chroot into its RuntimeDir and switch to user `spread`; run by an unprivileged
+user (`nobody` unless `RingConfig(peer_user=...)`), it does neither. Its Unix socket is always
+`/tmp/<port>` (compiled in, not configurable), which three daemons on one machine would fight
+over, and over anybody else's Spread at /tmp/4803: each daemon therefore gets a private mount
+namespace where its own run directory (owned by that user) is mounted on /tmp. Whatever it
+needs must then be in there: its configuration and a copy of the daemon binary (an install
+prefix under /tmp would be hidden), /tmp/spread.conf and /tmp/spread in its view. Its clients
+connect by TCP.
 """
 
 from __future__ import annotations
@@ -31,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -41,7 +57,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import IO, Any
+from typing import IO, Any, Final
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -65,6 +81,22 @@ KILL_WAIT_S = 5.0
 SOURCE_PACKAGES = ("spreadpy", "spuser", "wackapy")
 PROCESSES_MAX = 1000
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")  # a bed that starts more than this is a runaway loop
+ETHERNET_MTU: Final = 1500
+JUMBO_MTU: Final = 9000
+IP_UDP_HEADERS: Final = 28  # IPv4 (20, no options) + UDP (8)
+MTU_MIN: Final = 576  # IPv4's minimum datagram every host must take
+MTU_MAX: Final = 65000 + IP_UDP_HEADERS  # RingPacketSize's upper bound (spreadpy/config.py)
+LOOPBACK_PACKET_SIZE: Final = 8192  # spreadpy's default when every daemon is on 127/8
+PEER_USER: Final = "nobody"
+PEER_PRIVATE_TMP: Final = "/tmp"  # the original's compiled-in SP_UNIX_SOCKET directory
+PEER_CONF_NAME: Final = "spread.conf"
+PEER_DAEMON_NAME: Final = "spread"
+# Spread 5.0.1's MAX_PACKET_SIZE (libspread-util/include/spu_data_link.h): compiled in, there is
+# no configuration keyword for it, so the original keeps it whatever the bed's MTU.
+PEER_PACKET_SIZE: Final = 1472
+# Runs as root inside the daemon's own mount namespace: $1 is its run directory, the rest the
+# command to exec (setpriv, then the daemon: the PID we hold stays the daemon's).
+_PEER_SHELL: Final = 'mount --bind "$1" /tmp && shift && exec "$@"'
 
 
 class BedError(RuntimeError):
@@ -77,6 +109,30 @@ class Host:
     address: str
     netns: str | None  # None: this machine's own namespace (loopback bed)
     bridge_port: str | None  # the bridge end of its veth, for link cuts
+
+
+def ring_packet_size(mtu: int) -> int | None:
+    """The RingPacketSize spreadpy's daemons get on a bed of this MTU; None at 1500 (their
+    default, 1472, is already 1500 - 28)."""
+    check_mtu(mtu)
+    return None if mtu == ETHERNET_MTU else mtu - IP_UDP_HEADERS
+
+
+def packet_size(bed: Bed, *, peer: bool) -> int:
+    """The largest ring datagram the daemons of a ring on `bed` send: the original's compiled-in
+    size, or spreadpy's RingPacketSize for the bed (its default when none is written)."""
+    if peer:
+        return PEER_PACKET_SIZE
+    size = None if bed.mtu is None else ring_packet_size(bed.mtu)
+    if size is not None:
+        return size
+    return LOOPBACK_PACKET_SIZE if bed.kind == "loopback" else ETHERNET_MTU - IP_UDP_HEADERS
+
+
+def check_mtu(mtu: int) -> int:
+    if not MTU_MIN <= mtu <= MTU_MAX:
+        raise ValueError(f"MTU must be between {MTU_MIN} and {MTU_MAX}, not {mtu}")
+    return mtu
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -104,11 +160,13 @@ class Bed:
         client: Host | None,
         segment: str,
         testbed: netns.Testbed | None = None,
+        mtu: int | None = None,
     ) -> None:
         self.kind = kind
         self.hosts = hosts
         self.client = client
         self.segment = segment
+        self.mtu = None if mtu is None else check_mtu(mtu)  # None: lo's, not the bed's to set
         self._testbed = testbed
         self._processes: list[subprocess.Popen[bytes]] = []
         self._cut: set[str] = set()
@@ -231,15 +289,37 @@ def _port_name(role: str) -> str:
     return f"p-{role}"[:15]
 
 
-@contextlib.contextmanager
-def open_bed(kind: str = "auto", transport: str = "broadcast") -> Iterator[Bed]:
-    """A three-host bed (see the module docstring); everything on it is gone afterwards."""
+def _set_mtu(testbed: netns.Testbed, mtu: int) -> None:
+    """Every veth end, then the bridge (a bridge's MTU is bounded by its ports')."""
+    for node in testbed.nodes:
+        netns.run(["ip", "-n", node.name, "link", "set", node.ifname, "mtu", str(mtu)])
+        port = _port_name(node.role)
+        netns.run(["ip", "-n", testbed.bridge, "link", "set", port, "mtu", str(mtu)])
+    netns.run(["ip", "-n", testbed.bridge, "link", "set", netns.BRIDGE, "mtu", str(mtu)])
+
+
+def bed_kind(kind: str = "auto") -> str:
+    """The kind of bed `open_bed(kind)` builds here: netns or loopback (raises BedError when
+    netns is asked for and cannot be had)."""
     if kind not in ("auto", "netns", "loopback"):
         raise ValueError(f"bed kind must be auto, netns or loopback, not {kind!r}")
     reason = netns.unavailable_reason()
     if kind == "netns" and reason is not None:
         raise BedError(f"cannot build a netns bed: {reason}")
-    if kind == "loopback" or (kind == "auto" and reason is not None):
+    return "loopback" if kind == "loopback" or reason is not None else "netns"
+
+
+@contextlib.contextmanager
+def open_bed(
+    kind: str = "auto", transport: str = "broadcast", mtu: int = ETHERNET_MTU
+) -> Iterator[Bed]:
+    """A three-host bed (see the module docstring); everything on it is gone afterwards."""
+    check_mtu(mtu)
+    if bed_kind(kind) == "loopback":
+        if mtu != ETHERNET_MTU:
+            raise BedError(
+                f"MTU {mtu} needs the netns bed (the loopback bed runs over lo, whatever its MTU)"
+            )
         hosts = tuple(
             Host(name=f"h{i}", address=f"127.0.0.{i}", netns=None, bridge_port=None)
             for i in range(1, HOSTS + 1)
@@ -263,7 +343,12 @@ def open_bed(kind: str = "auto", transport: str = "broadcast") -> Iterator[Bed]:
         client = Host(
             name="client", address=str(c.address), netns=c.name, bridge_port=_port_name("client")
         )
-        bed = Bed("netns", hosts, client, segment, testbed)
+        if mtu != ETHERNET_MTU:
+            try:
+                _set_mtu(testbed, mtu)
+            except netns.TestbedError as exc:
+                raise BedError(f"cannot set MTU {mtu} on the bed: {exc}") from None
+        bed = Bed("netns", hosts, client, segment, testbed, mtu)
         try:
             yield bed
         finally:
@@ -277,8 +362,9 @@ def open_bed(kind: str = "auto", transport: str = "broadcast") -> Iterator[Bed]:
 class RingConfig:
     accelerated: bool = False
     fast: bool = False  # TimeoutProfile = fast
-    peer: Path | None = None  # prefix of an original Spread 5.0.1 build, instead of spreadpy
-    client_transport: str = "unix"  # how clients reach their daemon: unix or tcp
+    peer: Path | None = None  # prefix of an original Spread 5.0.1 install, instead of spreadpy
+    peer_user: str = PEER_USER  # the unprivileged user the original runs as
+    client_transport: str = "unix"  # how clients reach their daemon: unix or tcp (peer: tcp)
 
     @property
     def implementation(self) -> str:
@@ -291,13 +377,58 @@ class RingConfig:
         return f"{self.implementation} {ring} ring, {timeouts} timeouts"
 
 
-def peer_binaries(prefix: Path) -> tuple[Path, Path | None]:
-    """(sbin/spread, bin/spflooder or None) under an original Spread install prefix."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerInstall:
+    """The programs of an original Spread 5.0.1 installed under `prefix`."""
+
+    prefix: Path
+    daemon: Path  # sbin/spread
+    flooder: Path | None  # bin/spflooder (make install puts it there)
+    ping: Path | None  # bin/spping (make install does not: copy examples/spping by hand)
+
+
+def _executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def find_peer(prefix: Path | str) -> PeerInstall:
+    """The original's programs under an install prefix; BedError saying what to do if the
+    daemon is not there (a source tree instead of a prefix, a prefix not installed yet)."""
+    prefix = Path(prefix).resolve()
     daemon = prefix / "sbin" / "spread"
-    if not os.access(daemon, os.X_OK):
-        raise BedError(f"PEER={prefix}: {daemon} is not an executable")
+    if not _executable(daemon):
+        if _executable(prefix / "daemon" / "spread"):
+            hint = (
+                f"{prefix} is a build tree, not an install prefix: "
+                f"make -C {prefix} install prefix=/tmp/spread-peer, then PEER=/tmp/spread-peer"
+            )
+        elif not prefix.is_dir():
+            hint = f"{prefix} does not exist"
+        else:
+            hint = "install it with `make install prefix=PREFIX` in the configured source tree"
+        raise BedError(f"PEER={prefix}: no executable {daemon}: {hint}")
     flooder = prefix / "bin" / "spflooder"
-    return daemon, flooder if os.access(flooder, os.X_OK) else None
+    ping = prefix / "bin" / "spping"
+    return PeerInstall(
+        prefix=prefix,
+        daemon=daemon,
+        flooder=flooder if _executable(flooder) else None,
+        ping=ping if _executable(ping) else None,
+    )
+
+
+def peer_identity(user: str) -> tuple[int, int]:
+    """(uid, gid) of the unprivileged user the original daemon runs as."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise BedError(
+            f"user {user!r} does not exist: the original Spread must not run as root "
+            "(it would chroot and switch to user `spread`); pick another with --peer-user"
+        ) from None
+    if entry.pw_uid == 0:
+        raise BedError(f"user {user!r} is root: the original Spread needs an unprivileged user")
+    return entry.pw_uid, entry.pw_gid
 
 
 def _timeout_lines(t: Timeouts) -> str:
@@ -316,6 +447,13 @@ class Ring:
         config = config if config is not None else RingConfig()
         if config.peer is not None and bed.kind != "netns":
             raise BedError("the original Spread needs a netns bed (it cannot share 127.0.0.1)")
+        if config.client_transport not in ("unix", "tcp"):
+            raise ValueError(f"client transport must be unix or tcp, not {config.client_transport}")
+        self.peer: PeerInstall | None = None
+        self._peer_ids: tuple[int, int] | None = None
+        if config.peer is not None:  # before anything is created: these may refuse
+            self.peer = find_peer(config.peer)
+            self._peer_ids = peer_identity(config.peer_user)
         self.bed = bed
         self.config = config
         self.port = SPREAD_PORT if bed.kind == "netns" else free_port()
@@ -324,11 +462,16 @@ class Ring:
         self.state_dir.mkdir()
         self.names = tuple(h.name for h in bed.hosts)
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.peer_daemon: Path | None = None
-        self.peer_flooder: Path | None = None
-        if config.peer is not None:
-            self.peer_daemon, self.peer_flooder = peer_binaries(config.peer)
         self.client_transport = "tcp" if config.peer is not None else config.client_transport
+
+    @property
+    def peer_daemon(self) -> Path | None:
+        return None if self.peer is None else self.peer.daemon
+
+    @property
+    def packet_size(self) -> int:
+        """The largest ring datagram the daemons send on this bed."""
+        return packet_size(self.bed, peer=self.peer is not None)
 
     # -- configuration -------------------------------------------------------------------
 
@@ -341,17 +484,36 @@ class Ring:
             lines.append(f'ClientSocketPath = "{self.unix_socket(name)}"\n')
             if self.config.fast:
                 lines.append("TimeoutProfile = fast\n")
+            size = None if self.bed.mtu is None else ring_packet_size(self.bed.mtu)
+            if size is not None:
+                lines.append(f"RingPacketSize = {size}\n")
         else:
-            run_dir = self.workdir / f"run-{name}"
-            run_dir.mkdir(exist_ok=True)
-            lines.append(f"RuntimeDir = {run_dir}\nDaemonUser = root\nDaemonGroup = root\n")
+            # Only the original's own keywords; it runs unprivileged, so it neither chroots
+            # nor changes user and needs no RuntimeDir/DaemonUser/DaemonGroup. Without client
+            # interfaces it listens on 0.0.0.0 and "auto" leaves SO_REUSEADDR off there: a
+            # daemon started while the connections of the one before it (ours or its own, a
+            # ring earlier or before a kill -9) sit in TIME_WAIT could not bind its port.
+            lines.append("SocketPortReuse = ON\n")
             lines.append(_timeout_lines(FAST_TIMEOUTS if self.config.fast else LAN_TIMEOUTS))
         return "".join(lines)
 
+    def run_dir(self, name: str) -> Path:
+        """The original's private /tmp: its configuration and its Unix socket."""
+        path = self.workdir / f"run-{name}"
+        if not path.exists():
+            path.mkdir()
+            if self._peer_ids is not None:
+                os.chown(path, *self._peer_ids)
+        return path
+
     def config_path(self, name: str) -> Path:
-        path = self.workdir / f"{name}.conf"
+        if self.peer is not None:
+            path = self.run_dir(name) / PEER_CONF_NAME
+        else:
+            path = self.workdir / f"{name}.conf"
         if not path.exists():
             path.write_text(self.config_text(name))
+            path.chmod(0o644)
         return path
 
     def unix_socket(self, name: str) -> str:
@@ -387,8 +549,21 @@ class Ring:
 
     def argv(self, name: str) -> list[str]:
         conf = str(self.config_path(name))
-        if self.peer_daemon is not None:
-            return [str(self.peer_daemon), "-n", name, "-c", conf]
+        if self.peer is not None and self._peer_ids is not None:
+            uid, gid = self._peer_ids
+            run_dir = self.run_dir(name)
+            daemon = run_dir / PEER_DAEMON_NAME
+            if not daemon.exists():
+                shutil.copy2(self.peer.daemon, daemon)
+            # What it sees once its run directory is mounted on /tmp:
+            daemon_seen = f"{PEER_PRIVATE_TMP}/{PEER_DAEMON_NAME}"
+            conf_seen = f"{PEER_PRIVATE_TMP}/{PEER_CONF_NAME}"
+            return [
+                "unshare", "--mount", "--propagation", "private",
+                "sh", "-c", _PEER_SHELL, "sh", str(run_dir),
+                "setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+                "--", daemon_seen, "-n", name, "-c", conf_seen,
+            ]  # fmt: skip
         state = str(self.state_dir)
         return [sys.executable, "-m", "spreadpy", "-c", conf, "-n", name, "--state-dir", state]
 
@@ -415,15 +590,25 @@ class Ring:
     def start(self, name: str) -> None:
         if self.alive(name):
             raise BedError(f"{name} is already running")
+        if self.peer is None:
+            ready_path = Path(self.unix_socket(name) + ".status")
+        else:
+            # The original's Unix socket appears once its sessions (and its ring ports) are up.
+            ready_path = self.run_dir(name) / str(self.port)
+            ready_path.unlink(missing_ok=True)  # left by a daemon killed with -9
+        argv = self.argv(name)
         with self.log_path(name).open("ab") as log:
             self._procs[name] = self.bed.spawn(
-                self.bed.host(name), self.argv(name), stdout=log, stderr=subprocess.STDOUT
+                self.bed.host(name), argv, stdout=log, stderr=subprocess.STDOUT
             )
-        if self.peer_daemon is None:
-            status = self.unix_socket(name) + ".status"
-            ready = _poll(lambda: os.path.exists(status) or not self.alive(name), START_TIMEOUT_S)
-            if not ready or not self.alive(name):
-                raise BedError(f"{name} did not start:\n{self.log_tail(name)}")
+        ready = _poll(lambda: ready_path.exists() or not self.alive(name), START_TIMEOUT_S)
+        if not ready or not self.alive(name):
+            code = self._procs[name].poll()
+            why = f"exit status {code}" if code is not None else f"no {ready_path}"
+            raise BedError(
+                f"{name} did not start within {START_TIMEOUT_S:.0f} s ({why}): "
+                f"{' '.join(argv)}\n{self.log_tail(name)}"
+            )
 
     def kill(self, name: str) -> float:
         """kill -9 the daemon on `name`; returns the monotonic time just before the signal."""
@@ -438,6 +623,20 @@ class Ring:
         for name in self.names:
             self.kill(name)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def daemons_state(self, chars: int = 1500) -> str:
+        """Which daemons run, and the end of the log of any that does not (for error messages)."""
+        lines = []
+        for name in self.names:
+            process = self._procs.get(name)
+            if process is None:
+                lines.append(f"{name}: never started")
+            elif process.poll() is None:
+                lines.append(f"{name}: running, pid {process.pid}")
+            else:
+                lines.append(f"{name}: exited with status {process.returncode}")
+                lines.append(self.log_tail(name, chars))
+        return "\n".join(lines)
 
     def log_tail(self, name: str, chars: int = 3000) -> str:
         try:

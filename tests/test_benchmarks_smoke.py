@@ -7,19 +7,22 @@ The soak itself runs for tens of seconds, so it is not part of this file's defau
 
 from __future__ import annotations
 
+import contextlib
+import getpass
 import json
 import math
 import os
 import random
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from benchmarks import harness, soak
+from benchmarks import harness, soak, testbed
+from spreadpy.config import PortReuse, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -267,6 +270,264 @@ def test_quick_plan_and_only() -> None:
     assert plan.quick and plan.parts == ("latency",) and plan.peer is None
     with pytest.raises(SystemExit):
         harness.plan_from_args(harness.build_parser().parse_args(["--only", "speed"]))
+
+
+def _plan(*argv: str) -> harness.Plan:
+    return harness.plan_from_args(harness.build_parser().parse_args([*argv, "--peer", ""]))
+
+
+def test_mtu_and_jumbo_choose_the_beds() -> None:
+    assert _plan().beds() == [(1500, harness.PARTS)]
+    assert _plan("--mtu", "9000").beds() == [(9000, harness.PARTS)]
+    assert _plan("--jumbo").beds() == [(1500, harness.PARTS), (9000, ("throughput",))]
+    jumbo_latency = _plan("--jumbo", "--only", "latency")
+    assert jumbo_latency.beds() == [(1500, ("latency",))]  # nothing to measure at 9000
+    plan = _plan("--quick", "--sizes", "1000,10000", "--mtu", "4000")
+    assert (plan.sizes, plan.mtu, plan.jumbo) == ((1000, 10000), 4000, False)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--mtu", "100"],
+        ["--mtu", "70000"],
+        ["--jumbo", "--mtu", "9000"],
+        ["--sizes", "999"],
+        ["--sizes", "big"],
+    ],
+)
+def test_bad_bed_arguments_are_refused(argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        _plan(*argv)
+
+
+@pytest.mark.parametrize(
+    ("mtu", "expected"), [(1500, None), (9000, 8972), (4000, 3972), (576, 548)]
+)
+def test_ring_packet_size_fills_the_mtu(mtu: int, expected: int | None) -> None:
+    assert testbed.ring_packet_size(mtu) == expected
+
+
+def _hosts() -> tuple[testbed.Host, ...]:
+    return tuple(
+        testbed.Host(name=f"h{i}", address=f"198.18.0.{i}", netns=f"ns{i}", bridge_port=None)
+        for i in (1, 2, 3)
+    )
+
+
+@contextlib.contextmanager
+def _ring(mtu: int | None, config: testbed.RingConfig) -> Iterator[testbed.Ring]:
+    """A Ring on a bed that was never built: configuration only, nothing is started."""
+    kind = "loopback" if mtu is None else "netns"
+    bed = testbed.Bed(kind, _hosts(), None, "198.18.0.255", mtu=mtu)
+    ring = testbed.Ring(bed, config)
+    try:
+        yield ring
+    finally:
+        ring.close()
+
+
+@pytest.mark.parametrize(("mtu", "expected"), [(9000, 8972), (1500, None), (None, None)])
+def test_spreadpy_config_carries_the_beds_packet_size(mtu: int | None, expected: int) -> None:
+    with _ring(mtu, testbed.RingConfig(fast=True)) as ring:
+        text = ring.config_text("h1")
+        parsed = parse_config(text, "h1.conf")
+    assert parsed.ring_packet_size == expected
+    assert ("RingPacketSize" in text) == (expected is not None)
+    assert [h.name for h in parsed.hosts] == ["h1", "h2", "h3"]
+
+
+def _fake_install(root: Path, *programs: str) -> Path:
+    for program in programs:
+        path = root / program
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/bin/sh\nexit 0\n")
+        path.chmod(0o755)
+    return root
+
+
+def test_find_peer_reads_the_install_layout(tmp_path: Path) -> None:
+    prefix = _fake_install(tmp_path / "p", "sbin/spread", "bin/spflooder")
+    found = testbed.find_peer(prefix)
+    assert found.daemon == prefix / "sbin" / "spread"
+    assert found.flooder == prefix / "bin" / "spflooder"
+    assert found.ping is None  # make install leaves examples/spping out
+
+
+def test_find_peer_explains_a_build_tree(tmp_path: Path) -> None:
+    tree = _fake_install(tmp_path / "spread-src", "daemon/spread")
+    with pytest.raises(testbed.BedError, match=r"build tree.*make -C .* install prefix="):
+        testbed.find_peer(tree)
+    with pytest.raises(testbed.BedError, match="does not exist"):
+        testbed.find_peer(tmp_path / "nowhere")
+
+
+def test_peer_identity_refuses_root_and_strangers() -> None:
+    with pytest.raises(testbed.BedError, match="unprivileged"):
+        testbed.peer_identity("root")
+    with pytest.raises(testbed.BedError, match="does not exist"):
+        testbed.peer_identity("no-such-user-for-spread-bench")
+
+
+def test_peer_runs_unprivileged_in_a_private_tmp(tmp_path: Path) -> None:
+    prefix = _fake_install(tmp_path / "p", "sbin/spread")
+    user = "nobody" if os.geteuid() == 0 else getpass.getuser()  # chown needs root otherwise
+    uid, gid = testbed.peer_identity(user)
+    with _ring(9000, testbed.RingConfig(peer=prefix, peer_user=user)) as ring:
+        argv = ring.argv("h2")
+        run_dir = ring.run_dir("h2")
+        conf = (run_dir / "spread.conf").read_text()
+        copied = (run_dir / "spread").read_bytes()
+        owner = (run_dir.stat().st_uid, run_dir.stat().st_gid)
+        assert ring.client_transport == "tcp"
+        assert ring.client_address("h2") == "4803@198.18.0.2"
+        assert ring.packet_size == testbed.PEER_PACKET_SIZE
+    assert argv[:4] == ["unshare", "--mount", "--propagation", "private"]
+    assert argv[4:6] == ["sh", "-c"] and 'mount --bind "$1" /tmp' in argv[6]
+    assert argv[7:9] == ["sh", str(run_dir)]  # $0, $1: the run directory goes on /tmp
+    setpriv = argv[argv.index("setpriv") :]
+    assert setpriv[1:4] == [f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
+    assert setpriv[5:] == ["/tmp/spread", "-n", "h2", "-c", "/tmp/spread.conf"]
+    assert copied == (prefix / "sbin" / "spread").read_bytes()
+    assert owner == (uid, gid)
+    parsed = parse_config(conf, "spread.conf")  # the original's keywords only
+    assert parsed.ring_packet_size is None and parsed.client_socket_path is None
+    assert parsed.socket_port_reuse is PortReuse.ON
+    assert parsed.configured_timeouts is not None
+    assert "DaemonUser" not in conf and "RuntimeDir" not in conf
+
+
+def test_peer_needs_the_netns_bed(tmp_path: Path) -> None:
+    prefix = _fake_install(tmp_path / "p", "sbin/spread")
+    bed = testbed.Bed("loopback", _hosts(), None, "127.0.0.255")
+    with pytest.raises(testbed.BedError, match="netns"):
+        testbed.Ring(bed, testbed.RingConfig(peer=prefix))
+
+
+def test_ring_keys_carry_a_non_default_mtu() -> None:
+    assert harness.ring_key(False, 1500) == "original"
+    assert harness.ring_key(True, None) == "accelerated"
+    assert harness.ring_key(False, 9000) == "original mtu9000"
+    assert harness.describe_ring("accelerated mtu9000") == "accelerated ring, MTU 9000"
+    assert harness.describe_ring("original") == "original ring"
+
+
+def _flood(size: int, rate: float, cpu: float | None = None) -> dict[str, Any]:
+    row: dict[str, Any] = {"size": size, "service": "agreed", "senders": 1, "msgs_per_s": rate}
+    if cpu is not None:
+        row["daemon_cpu_us_per_msg"] = {"h1": cpu, "h2": cpu}
+    return row
+
+
+def test_compare_pairs_every_common_figure() -> None:
+    ours = {
+        "throughput": {
+            "original": [_flood(1000, 300.0, 40.0)],
+            "original mtu9000": [_flood(100, 9.0)],
+        },
+        "spflooder": {"original": [{"size": 1000, "msgs_per_s": 50.0}]},
+        "latency": {"original": {"service": "agreed", "p50_ms": 0.9}},
+        "spping": {"original": {"service": "reliable", "p50_ms": 0.5}},
+        "failover": {"fast": {"median_s": 0.4}},
+    }
+    peer = {
+        "throughput": {
+            "original": [_flood(1000, 100.0, 10.0)],
+            "original mtu9000": [_flood(100, 3.0)],
+        },
+        "spflooder": {"original": [{"size": 1000, "msgs_per_s": 200.0}]},
+        "latency": {"original": {"service": "agreed", "p50_ms": 0.3}},
+        "spping": {"original": {"service": "reliable", "p50_ms": 0.25}},
+        "failover": {"fast": {"median_s": 0.8}, "default": {"median_s": 2.5}},
+    }
+    rows = {r["what"]: r for r in harness.compare(ours, peer)}
+    assert {w: r["ratio"] for w, r in rows.items()} == pytest.approx(
+        {
+            "throughput original 1000 B agreed x1": 3.0,
+            "daemon CPU original 1000 B agreed x1": 4.0,
+            "throughput original mtu9000 100 B agreed x1": 3.0,
+            "spflooder (C) original 1000 B": 0.25,
+            "latency original agreed p50": 3.0,
+            "spping (C) original reliable p50": 2.0,
+            "failover fast median": 0.5,
+        }
+    )
+    assert (
+        rows["spflooder (C) original 1000 B"]["ours"],
+        rows["spflooder (C) original 1000 B"]["peer"],
+    ) == (50.0, 200.0)
+
+
+def test_notes_say_the_peer_keeps_its_packet_size() -> None:
+    plan = _plan("--jumbo")
+    ours = harness.System(name=harness.OURS, peer=None, client_transport="tcp", tools=None)
+    theirs = harness.System(name=harness.PEER, peer=Path("/p"), client_transport="tcp", tools=None)
+    notes = harness.bed_notes(plan, [ours, theirs])
+    assert any("TCP" in n for n in notes)
+    (mtu_note,) = [n for n in notes if n.startswith("MTU 9000")]
+    assert "RingPacketSize = 8972" in mtu_note and "1472-byte" in mtu_note
+    assert harness.bed_notes(_plan(), [ours]) == []
+
+
+def test_render_shows_both_figures_and_the_ratio() -> None:
+    report = {
+        "machine": {
+            "cpu": "x",
+            "cores": 2,
+            "kernel": "k",
+            "python": "3.11",
+            "commit": "c" * 40,
+            "dirty": False,
+        },
+        "parameters": {"quick": True, "repeat": 1},
+        "bed": "netns",
+        "beds": [
+            {
+                "kind": "netns",
+                "mtu": 9000,
+                "parts": ["throughput"],
+                "ring_packet_size": {"spreadpy": 8972},
+            }
+        ],
+        "notes": ["MTU 9000: a note"],
+        "systems": {"spreadpy": {}, "spread-5.0.1": {}},
+        "comparison": [
+            {
+                "what": "spflooder (C) original 1000 B",
+                "unit": "msgs/s",
+                "ours": 12906.4,
+                "peer": 14310.0,
+                "ratio": 0.9019,
+            }
+        ],
+    }
+    text = harness.render(report)
+    assert "netns, MTU 9000 (throughput; ring packets: spreadpy 8972 B)" in text
+    assert "note: MTU 9000: a note" in text
+    assert "0.90      12906        14310 msgs/s spflooder (C) original 1000 B" in text
+
+
+def test_c_tool_output_is_read_as_printed() -> None:
+    argv = harness.line_buffered(["spflooder", "-ro"])
+    assert argv[1:] == ["-oL", "spflooder", "-ro"]
+    out = "spping: connected as '#p1#h1'\n48 bytes from #e1#h3: seq = 7 time = 0.412 ms\n"
+    (match,) = harness.C_PING_REPLY.finditer(out)
+    assert (int(match.group(1)), float(match.group(2))) == (7, 0.412)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--bed", "loopback", "--mtu", "9000"], "--mtu 9000 needs the netns bed"),
+        (["--peer", "/nonexistent/spread-peer"], "no executable"),
+    ],
+)
+def test_main_refuses_before_building_anything(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert harness.main([*argv, "--no-progress", "--out", str(tmp_path)]) == 1
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 # ----------------------------------------------------------------------------- real runs
