@@ -11,6 +11,7 @@ import itertools
 import random
 import struct
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from spreadpy.wire import (
     MAX_GROUPS_PER_MESSAGE,
     MAX_MESSAGE_BODY_LEN,
     MAX_PRIVATE_NAME,
+    MULTICAST_REQUEST_TYPES,
     RING_SAFE_MAX_BODY_LEN,
     Accept,
     AuthChoice,
@@ -61,14 +63,17 @@ from spreadpy.wire import (
     encode_auth_list,
     encode_connect_request,
     encode_daemon_message,
+    encode_multicast,
     encode_reject,
     encode_request,
     generate_private_name,
     is_membership,
     is_regular,
     is_self_leave,
+    name_field,
     private_group_name,
     read_request_head,
+    regular_message_from_frame,
     relay_frame_targets,
     request_frame_len,
     split_private_group,
@@ -1459,3 +1464,25 @@ def test_malformed_relay_frames_are_refused(frame: bytes, why: str) -> None:
         relay_frame_targets(
             b"\1\0\0\0\7" + frame, 5
         )  # inside a ring item, as the groups layer reads
+
+
+@given(daemon_messages, endians)
+@SETTINGS
+def test_library_fast_path_decodes_as_the_general_decoder(message: Any, endian: Endian) -> None:
+    """regular_message_from_frame gives what decode_daemon_message gives, or None (and the
+    library then decodes the general way) — never a different message."""
+    frame = encode_daemon_message(message, endian=endian)
+    fast = regular_message_from_frame(frame)
+    assert fast is None or fast == decode_daemon_message(frame)
+    if isinstance(message, RegularMessage) and int(message.service_type) in MULTICAST_REQUEST_TYPES:
+        assert fast == message  # every message a daemon relays takes the fast path
+
+
+@given(multicasts, st.sampled_from([ALICE, "#b#n2"]), endians)
+@SETTINGS
+def test_encode_multicast_matches_encode_request(m: Multicast, sender: str, endian: Endian) -> None:
+    fields = [name_field(g) for g in m.groups]
+    frame = encode_multicast(
+        int(m.service_type), name_field(sender), fields, m.data, m.mess_type, endian
+    )
+    assert frame == encode_request(replace(m, endian=endian), sender=sender, endian=endian)
