@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", default="3,8")
     args = parser.parse_args(argv)
     profiles = {
-        "default (token 1.25 s, consensus 1.25 s)": TotemConfig(),
+        "default (token 1.25 s, consensus 0.625 s)": TotemConfig(),
         "fast (token 0.2 s, consensus 0.2 s)": replace(TotemConfig(), **FAST_TIMEOUTS),  # type: ignore[arg-type]
     }
     print(f"{'profile':<42} {'nodes':>5} {'min s':>7} {'mean s':>7} {'max s':>7}")

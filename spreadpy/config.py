@@ -190,7 +190,7 @@ FAST_TIMEOUTS: Final = Timeouts(
     join_ms=20,
     rep_ms=LAN_TIMEOUTS.rep_ms,
     seg_ms=LAN_TIMEOUTS.seg_ms,
-    gather_ms=200,
+    gather_ms=400,  # the ring waits half of it for consensus: 200 ms
     form_ms=200,
     lookup_ms=LAN_TIMEOUTS.lookup_ms,
 )

@@ -436,13 +436,17 @@ def decode_item(data: bytes) -> Item:
 # ----------------------------------------------------------------------------------- actions
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per message, and a frozen dataclass costs three times as much to
+# build (0.25 against 0.09 us). Treat it as a value all the same.
+@dataclass(slots=True)
 class SubmitToRing:
     data: bytes
     service: int  # a packets.Service value
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per message, and a frozen dataclass costs three times as much to
+# build (0.25 against 0.09 us). Treat it as a value all the same.
+@dataclass(slots=True)
 class ToSession:
     session: SessionId
     message: DaemonMessage | bytes  # bytes: a multicast's relay frame (ServerSession.relay)

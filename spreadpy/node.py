@@ -66,7 +66,9 @@ HANDSHAKE_TIMEOUT_S = 1.0  # the original drops a client that has not connected 
 NAME_ATTEMPTS_MAX = 20
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per message, and a frozen dataclass costs three times as much to
+# build (0.25 against 0.09 us). Treat it as a value all the same.
+@dataclass(slots=True)
 class ToClient:
     session: int
     data: bytes
@@ -110,11 +112,16 @@ class NodeCounters:
 def totem_config(config: SpreadConfig) -> TotemConfig:
     """Ring parameters from spread.conf (names and defaults in shared/spec/spread-conf.md §4).
 
-    TokenTimeout -> token loss; GatherTimeout -> consensus; JoinTimeout -> join resend;
+    TokenTimeout -> token loss; GatherTimeout / 2 -> consensus; JoinTimeout -> join resend;
     HurryTimeout -> token retransmit, capped at a fifth of the token timeout so that a lost
     token is resent several times before the ring gives up on it; LookupTimeout is replaced by
     a merge probe every JoinTimeout x 4 (at most 1 s): the original's 30 s is far too slow to
     heal partitions for failover.
+
+    Why half the GatherTimeout: the consensus timeout only waits for members that are silent.
+    A live member answers a join at once and joins are resent every JoinTimeout, so 625 ms
+    (two and a half join periods by default) leaves room for lost joins, while a crash costs
+    TokenTimeout + 625 ms instead of Spread's 1250 + 1250 ms. The commit timeout is half of it.
     """
     t = config.timeouts
     token_s = t.token_ms / 1000
@@ -122,7 +129,7 @@ def totem_config(config: SpreadConfig) -> TotemConfig:
         token_timeout_s=token_s,
         token_retransmit_s=min(t.hurry_ms / 1000, token_s / 5),
         join_timeout_s=t.join_ms / 1000,
-        consensus_timeout_s=t.gather_ms / 1000,
+        consensus_timeout_s=t.gather_ms / 2000,
         merge_detect_s=min(1.0, 4 * t.join_ms / 1000),
         window=config.window,
         personal_window=config.personal_window,

@@ -76,7 +76,7 @@ RingId = tuple[int, int]  # (ring_seq, rep): ordered by seq first, rep breaks ti
 
 _DATA_HDR = struct.Struct("!BBQIIIH")
 _TOKEN_HDR = struct.Struct("!BBQIIIIIIIIIH")
-_JOIN_HDR = struct.Struct("!BIQIQIHH")
+_JOIN_HDR = struct.Struct("!BIQIQIHHQI")
 _COMMIT_HDR = struct.Struct("!BQIIHH")
 _COMMIT_ENTRY = struct.Struct("!QIIIIQIIIIB")
 _PROBE = struct.Struct("!BIQII")
@@ -131,6 +131,9 @@ class Join:
     proc_set: frozenset[int]
     fail_set: frozenset[int]
     tag: int = 0
+    # The sender's last installed regular ring: a member that left that ring's recovery
+    # prepared to install it learns from this that another member did (see membership.py).
+    installed: RingId = (0, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +231,7 @@ def encode_join(j: Join) -> bytes:
         j.tag,
         len(procs),
         len(fails),
+        *j.installed,
     )
     return head + struct.pack(f"!{len(ids)}I", *ids)
 
@@ -334,8 +338,8 @@ def _decode_token(data: bytes) -> Token:
 
 
 def _decode_join(data: bytes) -> Join:
-    (_, sender, incarnation, join_seq, ring_seq, tag, n_proc, n_fail) = _JOIN_HDR.unpack_from(
-        data, 0
+    (_, sender, incarnation, join_seq, ring_seq, tag, n_proc, n_fail, iseq, irep) = (
+        _JOIN_HDR.unpack_from(data, 0)
     )
     n = n_proc + n_fail
     if n > MAX_IDS or len(data) != _JOIN_HDR.size + 4 * n:
@@ -349,6 +353,7 @@ def _decode_join(data: bytes) -> Join:
         frozenset(ids[:n_proc]),
         frozenset(ids[n_proc:]),
         tag,
+        (iseq, irep),
     )
 
 

@@ -22,7 +22,8 @@ def test_fast_profile_in_spread_conf_is_the_simulated_fast_profile() -> None:
 def test_default_timeouts_map_onto_the_ring() -> None:
     daemon = totem_config(parse_config(LOOPBACK, "lan.conf"))
     assert daemon.token_timeout_s == 1.25  # TokenTimeout
-    assert daemon.consensus_timeout_s == 1.25  # GatherTimeout
+    assert daemon.consensus_timeout_s == 0.625  # GatherTimeout / 2
+    assert daemon.consensus_timeout_s == TotemConfig().consensus_timeout_s  # the simulated one
     assert daemon.join_timeout_s == 0.25  # JoinTimeout
     # HurryTimeout (500 ms) is capped at a fifth of the token timeout: five resends fit in it.
     assert daemon.token_retransmit_s == 0.25

@@ -34,8 +34,10 @@ ROUND_TRIPS = [
     ),
     (
         "join",
-        pk.encode_join(pk.Join(2, 5, 77, 9, frozenset({1, 2, 3}), frozenset({3}), 0xC0FFEE)),
-        pk.Join(2, 5, 77, 9, frozenset({1, 2, 3}), frozenset({3}), 0xC0FFEE),
+        pk.encode_join(
+            pk.Join(2, 5, 77, 9, frozenset({1, 2, 3}), frozenset({3}), 0xC0FFEE, (8, 1))
+        ),
+        pk.Join(2, 5, 77, 9, frozenset({1, 2, 3}), frozenset({3}), 0xC0FFEE, (8, 1)),
     ),
     (
         "merge detect",

@@ -34,3 +34,12 @@ SWEEP_REGRESSIONS: list[tuple[int, str]] = [
     (6906, "a token lost under 10% loss with the fast profile right at the end of the run"),
     (7247, "same as 6906"),
 ]
+
+# Found by the same sweep with the default 200 messages: (seed, what it caught).
+SWEEP_200_REGRESSIONS: list[tuple[int, str]] = [
+    (
+        41085,
+        "consensus at GatherTimeout/2: a member that left the recovery prepared was failed for "
+        "silence before a commit token could tell it the ring was installed; joins now say so",
+    ),
+]

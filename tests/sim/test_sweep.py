@@ -12,7 +12,7 @@ import pytest
 
 from spreadpy.sim import SimOptions, run_seed
 
-from .regressions import REGRESSIONS, SWEEP_REGRESSIONS
+from .regressions import REGRESSIONS, SWEEP_200_REGRESSIONS, SWEEP_REGRESSIONS
 
 NET = {"loss": 0.1, "dup": 0.05, "reorder": 0.05}
 
@@ -48,3 +48,8 @@ def test_regression_seed(seed: int, faults: str, what: str) -> None:
 @pytest.mark.parametrize(("seed", "what"), SWEEP_REGRESSIONS)
 def test_sweep_regression_seed(seed: int, what: str) -> None:
     assert _sweep(range(seed, seed + 1), "all", (3, 7), messages=150) == [], what
+
+
+@pytest.mark.parametrize(("seed", "what"), SWEEP_200_REGRESSIONS)
+def test_sweep_200_regression_seed(seed: int, what: str) -> None:
+    assert _sweep(range(seed, seed + 1), "all", (3, 7), messages=200) == [], what
