@@ -33,10 +33,12 @@ sim: install
 
 # Throughput, latency and failover on a three-namespace test bed (loopback without root);
 # tables, JSON and plots under benchmarks/results/. PEER=<prefix of a hand-built Spread 5.0.1>
-# runs the original side by side.
+# runs the original side by side; BENCH_ARGS passes options (e.g. --jumbo: throughput again on
+# an MTU 9000 bed with 8972-byte ring packets; see benchmarks/README.md).
+BENCH_ARGS ?=
 bench: install
 	$(PY) -m pip install --quiet -e '.[test,bench]'
-	$(PY) -m benchmarks.harness
+	$(PY) -m benchmarks.harness $(BENCH_ARGS)
 
 # kill -9 and link cuts under load, with a virtual-synchrony checker on what clients received.
 soak: install
