@@ -605,7 +605,9 @@ class Daemon:
                 self._write(session, chunks[0] if len(chunks) == 1 else b"".join(chunks))
                 client = self._clients.get(session)
                 if client is not None:
-                    node.client_backlog(session, client.unwritten_messages(), now)
+                    unwritten = client.unwritten_messages()
+                    if unwritten:  # (the usual case, none, changes nothing in the node)
+                        node.client_backlog(session, unwritten, now)
 
     def _log_view(self, view: ViewInstalled) -> None:
         kind = "regular" if view.kind == "reg" else "transitional"
