@@ -808,6 +808,11 @@ class Processor:
         # consensus timeout settles it.
         if (len(proc_set), len(fail_set)) != before:
             self._enter_gather(now, f"sets changed by {j.sender}")
+            if j.proc_set == proc_set and j.fail_set == fail_set:
+                # We took the sender's sets as they are: its join already agrees with ours.
+                # (Waiting for its next join cost a JoinTimeout on every failover.)
+                self.consensus.add(j.sender)
+                self._check_consensus(now)
 
     def _check_consensus(self, now: float) -> None:
         live = self.proc_set - self.fail_set
