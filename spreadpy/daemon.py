@@ -55,6 +55,9 @@ SOCKET_BUFFER_BYTES = 8 * 1024 * 1024
 CLIENT_WRITE_BUFFER_MAX = 64 * 1024 * 1024  # a client this far behind is not reading: drop it
 CLIENT_WRITE_BUFFER_HIGH = 256 * 1024  # pause_writing above this; resume_writing below LOW
 CLIENT_WRITE_BUFFER_LOW = 64 * 1024
+# A client's messages are gathered into one write per batch of ring packets, or per this many
+# bytes if that comes first: a write is a system call, and the kernel's buffer is finite.
+CLIENT_WRITE_CHUNK = 64 * 1024
 LOOPBACK_PACKET_SIZE = 8192  # ring packet size when every daemon is on this machine
 RING_BACKLOG_HIGH = 5000  # messages waiting for the token: stop reading clients
 RING_BACKLOG_LOW = 1000
@@ -302,6 +305,8 @@ class _ClientProtocol(asyncio.Protocol):
         # handed to the transport since the start.
         self.handed = 0
         self.message_ends: deque[int] = deque()
+        self.pending: list[bytes] = []  # messages gathered for the next write
+        self.pending_bytes = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -375,6 +380,7 @@ class Daemon:
         self._reading_paused = False
         self._stopped = asyncio.Event()
         self._flushing = False
+        self._clients_waiting: dict[int, None] = {}  # sessions with gathered messages, in order
         self.counters_internal_errors = 0
 
     # ------------------------------------------------------------------------- lifecycle
@@ -488,13 +494,12 @@ class Daemon:
         node = self.node
         assert node is not None
         node.receive_packet(data, self.loop.time())
-        # Out at once, not at the end of the batch: the token goes on without waiting for the
-        # rest of the batch, and clients get what each packet delivered (a batch may deliver
-        # more than MaxSessionMessages to one client).
+        # Packets out at once (the token goes on without waiting for the rest of the batch);
+        # client messages at the end of the batch (_flush), or per CLIENT_WRITE_CHUNK.
         if not self._flushing:
             self._flushing = True
             try:
-                self._write_out(node)
+                self._write_out(node, final=False)
             finally:
                 self._flushing = False
 
@@ -531,6 +536,7 @@ class Daemon:
             self._flush()
 
     def client_lost(self, session: int) -> None:
+        self._clients_waiting.pop(session, None)
         if self._clients.pop(session, None) is None:
             return
         assert self.node is not None
@@ -554,7 +560,7 @@ class Daemon:
             return
         self._flushing = True
         try:
-            self._write_out(node)
+            self._write_out(node, final=True)
             self._apply_backpressure(node)
             deadline = node.next_deadline()
             if deadline != self._timer_at:
@@ -565,31 +571,43 @@ class Daemon:
         finally:
             self._flushing = False
 
-    def _write_out(self, node: Node) -> None:
-        """Send the node's packets and write its client messages, until it has nothing left.
+    def _write_out(self, node: Node, *, final: bool) -> None:
+        """Send the node's packets and gather its client messages, until it has nothing left.
 
-        Each client gets one write per round (a write is a system call). The messages the
-        kernel did not take are reported to the node at once: a client's MaxSessionMessages
-        counts only what waits in our buffer, as the original's session queue does.
+        A client's messages are written when CLIENT_WRITE_CHUNK bytes have gathered or, with
+        `final`, at the end (one system call for many messages). After each write the messages
+        the kernel did not take are reported to the node: a client's MaxSessionMessages counts
+        only what waits in our buffer, as the original's session queue does.
         """
         transport = self.transport
         assert transport is not None
-        while actions := node.drain_actions():
-            outgoing: dict[int, list[bytes]] = {}
+        waiting = self._clients_waiting
+        while True:
+            actions = node.drain_actions()
+            if not actions:
+                if not final or not waiting:
+                    return
+                for session in list(waiting):
+                    self._write_gathered(node, session)
+                continue  # the node may have answered a backlog report
             for action in actions:
                 match action:
                     case SendPacket():
                         transport.send(action)
                     case ToClient(session=session, data=data):
-                        outgoing.setdefault(session, []).append(data)
                         client = self._clients.get(session)
-                        if client is not None:
-                            client.handed += len(data)
-                            client.message_ends.append(client.handed)
+                        if client is None:
+                            continue
+                        client.pending.append(data)
+                        client.pending_bytes += len(data)
+                        client.handed += len(data)
+                        client.message_ends.append(client.handed)
+                        waiting[session] = None
+                        if client.pending_bytes >= CLIENT_WRITE_CHUNK:
+                            self._write_gathered(node, session)
                     case CloseClient(session=session, reason=reason):
-                        pending = outgoing.pop(session, None)
-                        if pending:
-                            self._write(session, b"".join(pending))
+                        if session in waiting:
+                            self._write_gathered(node, session)
                         self._close(session, reason)
                     case ViewInstalled():
                         self._log_view(action)
@@ -600,14 +618,18 @@ class Daemon:
                             log.error(
                                 "cannot save ring seq to %s: %s", self.paths.ring_seq_file, exc
                             )
-            now = self.loop.time()
-            for session, chunks in outgoing.items():
-                self._write(session, chunks[0] if len(chunks) == 1 else b"".join(chunks))
-                client = self._clients.get(session)
-                if client is not None:
-                    unwritten = client.unwritten_messages()
-                    if unwritten:  # (the usual case, none, changes nothing in the node)
-                        node.client_backlog(session, unwritten, now)
+
+    def _write_gathered(self, node: Node, session: int) -> None:
+        """Write what was gathered for this client; report what the kernel did not take."""
+        self._clients_waiting.pop(session, None)
+        client = self._clients.get(session)
+        if client is None or not client.pending:
+            return
+        chunks, client.pending, client.pending_bytes = client.pending, [], 0
+        self._write(session, chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        unwritten = client.unwritten_messages()
+        if unwritten:  # (the usual case, none, changes nothing in the node)
+            node.client_backlog(session, unwritten, self.loop.time())
 
     def _log_view(self, view: ViewInstalled) -> None:
         kind = "regular" if view.kind == "reg" else "transitional"
@@ -630,6 +652,7 @@ class Daemon:
             client.transport.abort()
 
     def _close(self, session: int, reason: str) -> None:
+        self._clients_waiting.pop(session, None)
         client = self._clients.pop(session, None)
         if client is not None and client.transport is not None:
             log.debug("closing client %d: %s", session, reason)
