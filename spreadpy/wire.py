@@ -875,9 +875,9 @@ def check_request_header(h: MessageHeader, *, max_body_len: int = DAEMON_MAX_BOD
     check_request_words(h.service_type, h.num_groups, h.hint, h.data_len, max_body_len)
 
 
-# Every request type that passes the service/command checks below: one service bit (optionally
-# with SELF_DISCARD) or one command bit. The per-request check is then one set lookup.
-# The multicast request types: one service bit, optionally with SELF_DISCARD.
+# The multicast request types: one service bit, optionally with SELF_DISCARD. With the three
+# command bits, every request type that passes the checks below: the per-request check is then
+# one set lookup.
 MULTICAST_REQUEST_TYPES: Final = frozenset(
     b | d for b in _SERVICE_BITS for d in (0, _B.SELF_DISCARD)
 )
@@ -956,7 +956,9 @@ def decode_request(
 # bytes to its clients. Frames on the ring are always little-endian (the mark is set), whatever
 # the daemons' own order; a daemon writing big-endian reorders three words per delivery.
 
-_RELAY_WORDS_LE: Final = struct.Struct("<I32xi4xi")  # type, num_groups, data_len
+# A header's type, num_groups and data_len words, skipping the rest, in either byte order.
+_WORDS_LE: Final = struct.Struct("<I32xi4xi")
+_WORDS_BE: Final = struct.Struct(">I32xi4xi")
 
 
 class MulticastFrame:
@@ -999,10 +1001,6 @@ class MulticastFrame:
         return f"MulticastFrame({self.service_type:#x}, {len(self.frame)} bytes)"
 
 
-_REQUEST_WORDS_LE: Final = struct.Struct("<I32xi4xi")  # type, num_groups, data_len
-_REQUEST_WORDS_BE: Final = struct.Struct(">I32xi4xi")
-
-
 def read_request_head(head: bytes, max_body_len: int) -> tuple[int, int, bool, int]:
     """(frame length, service type, little-endian?, num_groups) of a request header.
 
@@ -1010,7 +1008,7 @@ def read_request_head(head: bytes, max_body_len: int) -> tuple[int, int, bool, i
     building a MessageHeader. The sender field is the caller's to check.
     """
     little = bool(head[0] & 0x80 and head[3] & 0x80)
-    words = _REQUEST_WORDS_LE if little else _REQUEST_WORDS_BE
+    words = _WORDS_LE if little else _WORDS_BE
     type_word, num_groups, data_len = words.unpack_from(head)
     hint_le = head[40] & 0x80 and head[43] & 0x80
     hint = int.from_bytes(head[40:44], "little" if hint_le else "big")
@@ -1033,7 +1031,7 @@ def relay_frame(frame: bytes, little: bool, num_groups: int, sender_field: bytes
         pos += MAX_GROUP_NAME
     if little and frame[4:36] == sender_field:
         return frame  # the common case: already the delivery frame
-    words = _REQUEST_WORDS_LE if little else _REQUEST_WORDS_BE
+    words = _WORDS_LE if little else _WORDS_BE
     type_word, num_groups, data_len = words.unpack_from(frame)
     head = _HEADER_LE.pack(type_word | ENDIAN_MARK, sender_field, num_groups, 0, data_len)
     return head[:40] + frame[40:44] + head[44:] + frame[MESSAGE_HEADER_LEN:]
@@ -1052,7 +1050,7 @@ def relay_frame_targets(frame: bytes, offset: int = 0) -> tuple[int, list[str]]:
     """
     if len(frame) - offset < MESSAGE_HEADER_LEN:
         raise ValueError("relay frame shorter than a header")
-    type_word, num_groups, data_len = _RELAY_WORDS_LE.unpack_from(frame, offset)
+    type_word, num_groups, data_len = _WORDS_LE.unpack_from(frame, offset)
     if type_word & ENDIAN_MARK != ENDIAN_MARK:
         raise ValueError(f"relay frame type {type_word:#x} lacks the little-endian mark")
     service_type = type_word & ~ENDIAN_MARK & 0xFFFFFFFF
@@ -1077,7 +1075,7 @@ def relay_frame_in(frame: bytes, endian: Endian) -> bytes:
     """A (little-endian) relay frame as a daemon writing in `endian` delivers it."""
     if endian is Endian.LITTLE:
         return frame
-    type_word, num_groups, data_len = _RELAY_WORDS_LE.unpack_from(frame)
+    type_word, num_groups, data_len = _WORDS_LE.unpack_from(frame)
     head = _HEADER_BE.pack(type_word & ~ENDIAN_MARK, frame[4:36], num_groups, 0, data_len)
     return head[:40] + frame[40:44] + head[44:] + frame[MESSAGE_HEADER_LEN:]
 
@@ -1282,7 +1280,7 @@ def regular_message_from_frame(frame: bytes) -> RegularMessage | None:
     The library's per-message path: one struct call and no MessageHeader.
     """
     little = frame[0] & 0x80 and frame[3] & 0x80
-    words = _REQUEST_WORDS_LE if little else _REQUEST_WORDS_BE
+    words = _WORDS_LE if little else _WORDS_BE
     type_word, num_groups, data_len = words.unpack_from(frame)
     service_type = type_word & ~ENDIAN_MARK & 0xFFFFFFFF
     if service_type not in MULTICAST_REQUEST_TYPES:
@@ -1390,7 +1388,7 @@ def daemon_frame_len(h: MessageHeader) -> int:
 def daemon_frame_len_at(buf: bytes | bytearray, offset: int = 0) -> int:
     """`daemon_frame_len` of the header at `offset` of `buf` (48 bytes there), undecoded."""
     little = buf[offset] & 0x80 and buf[offset + 3] & 0x80
-    words = _REQUEST_WORDS_LE if little else _REQUEST_WORDS_BE
+    words = _WORDS_LE if little else _WORDS_BE
     type_word, num_groups, data_len = words.unpack_from(buf, offset)
     return _frame_len(type_word, num_groups, data_len)
 
