@@ -78,6 +78,9 @@ from benchmarks.testbed import (
     ring_packet_size,
     source_digest,
     terminate_on_sigterm,
+    vip_owners,
+    wackapy_argv,
+    wackapy_conf,
 )
 
 RESULTS_DIR: Final = REPO / "benchmarks" / "results"
@@ -530,18 +533,8 @@ def vip_unavailable(bed: Bed) -> str | None:
     return None
 
 
-def _wackapy_argv(conf: Path, name: str) -> list[str]:
-    main = "import sys; from wackapy.cli import main; sys.exit(main(sys.argv[1:]))"
-    return [sys.executable, "-c", main, "-c", str(conf), "-d", "-u", name]
-
-
 def _vip_owners(bed: Bed) -> list[str]:
-    owners = []
-    for host in bed.hosts:
-        text = bed.run(host, ["ip", "-o", "-4", "addr", "show", "dev", "eth0"])
-        if f" {VIP_ADDRESS}/" in text:
-            owners.append(host.name)
-    return owners
+    return vip_owners(bed, [VIP_ADDRESS])[VIP_ADDRESS]
 
 
 def _wait_single_owner(bed: Bed, timeout_s: float) -> str:
@@ -567,17 +560,10 @@ def vip_failover(ring: Ring, plan: Plan, progress: Progress) -> dict[str, Any]: 
     wacks: dict[str, subprocess.Popen[bytes]] = {}
 
     def start_wackapy(host: Host) -> None:
-        conf = ring.workdir / f"wackamole-{host.name}.conf"
-        conf.write_text(
-            f"Spread = {ring.client_address(host.name)}\nSpreadRetryInterval = 1s\n"
-            f"Group = {VIP_GROUP}\nControl = {ring.workdir}/wack-{host.name}.it\n"
-            "Mature = 1s\nBalance {\n  AcquisitionsPerRound = all\n  interval = 1s\n}\n"
-            f"VirtualInterfaces {{\n  {{ eth0:{VIP_ADDRESS}/24 }}\n}}\n"
-            f"Notify {{\n  eth0:{client_host.address}/32\n}}\n"
-        )
+        conf = wackapy_conf(ring, host, VIP_GROUP, [VIP_ADDRESS])
         log = (ring.workdir / f"wackapy-{host.name}.log").open("ab")
         wacks[host.name] = bed.spawn(
-            host, _wackapy_argv(conf, f"wk{host.name}"), stdout=log, stderr=subprocess.STDOUT
+            host, wackapy_argv(conf, f"wk{host.name}"), stdout=log, stderr=subprocess.STDOUT
         )
         log.close()
 

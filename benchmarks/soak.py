@@ -33,8 +33,13 @@ of the transitional configuration). Violations:
 It prints counts (sent, delivered, kills, partitions, views, violations) and exits 1 on any
 violation; the journals are kept under benchmarks/results/soak-<time>/ when there is one.
 
-Hook: `SoakHook` objects get called at start, after each fault and once quiet, and return
-violations of their own (wackapy's one-owner-per-VIP check plugs in there; none yet).
+With wackapy (on the netns bed, where VIPs are real addresses): wackapy runs beside every
+daemon with three VIP sets and lives through its daemon's kills. Before each fault, if nothing
+has changed for VIP_STABLE_S and one ring holds every daemon, no VIP may be on two hosts; at the
+end every VIP must be on exactly one (`vip` violations).
+
+Hook: `SoakHook` objects get called at start, before each fault, after each change (fault,
+restart, link restored) and once quiet; quiet() returns the violations they found.
 """
 
 from __future__ import annotations
@@ -70,6 +75,9 @@ from benchmarks.testbed import (
     open_bed,
     source_digest,
     terminate_on_sigterm,
+    vip_owners,
+    wackapy_argv,
+    wackapy_conf,
 )
 from spreadpy import client
 
@@ -83,6 +91,12 @@ CONNECT_RETRY_S: Final = 0.1
 JOIN_TIMEOUT_S: Final = 10.0
 DRAIN_TIMEOUT_S: Final = 15.0
 QUIET_TIMEOUT_S: Final = 60.0
+VIPS: Final = ("198.18.0.201", "198.18.0.202", "198.18.0.203")  # one VIP set each
+VIP_GROUP: Final = "soak-vip"
+# Membership unchanged this long counts as stable: wackapy has reconnected (every 1 s), matured
+# (1 s) and balanced (every 1 s) well within it.
+VIP_STABLE_S: Final = 8.0
+VIP_SETTLE_TIMEOUT_S: Final = 20.0  # at the end: every VIP on exactly one host by then
 CLIENT_EXIT_TIMEOUT_S: Final = 30.0
 VIOLATIONS_SHOWN: Final = 25
 RESULTS_DIR: Final = REPO / "benchmarks" / "results"
@@ -485,11 +499,83 @@ def _fields(report: CheckReport) -> dict[str, Any]:  # Any: the dataclass's fiel
 
 
 class SoakHook(Protocol):
-    """Extra checks run beside the soak (wackapy's VIP owners, later)."""
+    """Extra checks run beside the soak (VipOwners)."""
 
     def start(self, ring: Ring) -> None: ...
-    def after_fault(self, ring: Ring, what: str) -> None: ...
+    def before_fault(self, ring: Ring) -> None: ...
+    def after_change(self, ring: Ring, what: str) -> None: ...
     def quiet(self, ring: Ring) -> list[str]: ...  # violations
+    def summary(self) -> str: ...
+
+
+class VipOwners:
+    """wackapy beside every daemon; once membership is stable no VIP is on two hosts."""
+
+    def __init__(self) -> None:
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.last_change = time.monotonic()
+        self.checks = 0
+        self.problems: list[str] = []
+        self.skipped = ""
+
+    def start(self, ring: Ring) -> None:
+        if ring.bed.kind != "netns":
+            self.skipped = "VIPs need the netns bed"
+            return
+        for host in ring.bed.hosts:
+            conf = wackapy_conf(ring, host, VIP_GROUP, VIPS)
+            with (ring.workdir / f"wackapy-{host.name}.log").open("ab") as log:
+                argv = wackapy_argv(conf, f"wk{host.name}")
+                self.processes.append(
+                    ring.bed.spawn(host, argv, stdout=log, stderr=subprocess.STDOUT)
+                )
+        self.last_change = time.monotonic()
+
+    def before_fault(self, ring: Ring) -> None:
+        stable_s = time.monotonic() - self.last_change
+        if self.skipped or stable_s < VIP_STABLE_S or ring.bed.cut_hosts:
+            return
+        if not ring.ring_formed(ring.names):
+            return
+        self.checks += 1
+        for vip, hosts in vip_owners(ring.bed, VIPS).items():
+            if len(hosts) > 1:
+                self.problems.append(
+                    f"vip: {vip} on {', '.join(hosts)} with membership stable for {stable_s:.0f} s"
+                )
+
+    def after_change(self, ring: Ring, what: str) -> None:
+        self.last_change = time.monotonic()
+
+    def quiet(self, ring: Ring) -> list[str]:
+        if self.skipped:
+            return []
+        deadline = time.monotonic() + VIP_SETTLE_TIMEOUT_S
+        while True:
+            owners = vip_owners(ring.bed, VIPS)
+            if all(len(hosts) == 1 for hosts in owners.values()):
+                break
+            if time.monotonic() > deadline:
+                self.problems += [
+                    f"vip: {vip} on {', '.join(hosts) or 'no host'} at the end, "
+                    f"{VIP_SETTLE_TIMEOUT_S:.0f} s after the ring was complete"
+                    for vip, hosts in owners.items()
+                    if len(hosts) != 1
+                ]
+                break
+            time.sleep(0.2)
+        self.checks += 1
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(5)
+        return self.problems
+
+    def summary(self) -> str:
+        if self.skipped:
+            return f"vip checks skipped: {self.skipped}"
+        return f"vip checks {self.checks} ({len(VIPS)} VIPs, wackapy beside every daemon)"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -562,6 +648,9 @@ def run_faults(
                 tick(time.monotonic() - start)
         heapq.heappop(todo)
         serial += 1
+        if action in ("kill", "cut"):
+            for hook in hooks:
+                hook.before_fault(ring)
         match action:
             case "kill":
                 if not ring.alive(host):
@@ -582,9 +671,8 @@ def run_faults(
                 bed.restore_link(bed.host(host))
         detail = f" for {length:.1f} s" if action in ("kill", "cut") else ""
         log.append(f"{time.monotonic() - start:8.2f} s  {action} {host}{detail}")
-        if action in ("kill", "cut"):
-            for hook in hooks:
-                hook.after_fault(ring, f"{action} {host}")
+        for hook in hooks:
+            hook.after_change(ring, f"{action} {host}")
     return counts
 
 
@@ -610,6 +698,7 @@ class SoakResult:
     fault_log: tuple[str, ...]
     commit: str
     source_changed: bool  # the code on disk changed during the run: restarts ran other code
+    hook_summaries: tuple[str, ...] = ()
 
 
 def run_soak(args: argparse.Namespace, hooks: Sequence[SoakHook] = ()) -> SoakResult:
@@ -672,6 +761,7 @@ def run_soak(args: argparse.Namespace, hooks: Sequence[SoakHook] = ()) -> SoakRe
             fault_log=tuple(log),
             commit=commit + (" (dirty)" if dirty else ""),
             source_changed=source_digest() != digest,
+            hook_summaries=tuple(hook.summary() for hook in hooks),
         )
 
 
@@ -747,6 +837,7 @@ def render(result: SoakResult) -> str:
         f"moving together from one view to the next {r.compared}",
         f"  kills {c.kills}, restarts {c.restarts}, partitions {c.partitions}, "
         f"violations {len(r.violations)}",
+        *(f"  {line}" for line in result.hook_summaries),
     ]
     lines += [f"  fault {line.strip()}" for line in result.fault_log]
     lines += [f"  VIOLATION {v}" for v in r.violations[:VIOLATIONS_SHOWN]]
@@ -791,6 +882,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=RESULTS_DIR, help="where a failing run's journals go"
     )
     parser.add_argument("--keep", action="store_true", help="keep the journals even if clean")
+    parser.add_argument(
+        "--no-vips", action="store_true", help="no wackapy beside the daemons (no vip checks)"
+    )
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     return parser
 
@@ -802,7 +896,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.duration < 1 or args.kill_every <= 0:
         raise SystemExit("--duration must be at least 1 s and --kill-every positive")
     try:
-        result = run_soak(args)
+        result = run_soak(args, hooks=[] if args.no_vips else [VipOwners()])
     except KeyboardInterrupt:
         print("soak interrupted: the bed was taken down", file=sys.stderr)
         return 130

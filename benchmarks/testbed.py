@@ -721,3 +721,39 @@ def _poll(probe: Callable[[], bool], timeout_s: float) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(POLL_S)
+
+
+# ----------------------------------------------------------------------------------- wackapy
+
+
+def wackapy_conf(ring: Ring, host: Host, group: str, vips: Sequence[str]) -> Path:
+    """A wackamole.conf for wackapy beside `host`'s daemon: one VIP set per address in `vips`
+    (on eth0, the bed's /24), balanced every second, ARP notices to the client host."""
+    client = ring.bed.client
+    sets = "".join(f"  {{ eth0:{vip}/24 }}\n" for vip in vips)
+    notify = f"Notify {{\n  eth0:{client.address}/32\n}}\n" if client is not None else ""
+    conf = ring.workdir / f"wackamole-{host.name}.conf"
+    conf.write_text(
+        f"Spread = {ring.client_address(host.name)}\nSpreadRetryInterval = 1s\n"
+        f"Group = {group}\nControl = {ring.workdir}/wack-{host.name}.it\n"
+        "Mature = 1s\nBalance {\n  AcquisitionsPerRound = all\n  interval = 1s\n}\n"
+        f"VirtualInterfaces {{\n{sets}}}\n{notify}"
+    )
+    return conf
+
+
+def wackapy_argv(conf: Path, name: str) -> list[str]:
+    """wackapy in the foreground (-d) as Spread client `name`, from this source tree."""
+    main = "import sys; from wackapy.cli import main; sys.exit(main(sys.argv[1:]))"
+    return [sys.executable, "-c", main, "-c", str(conf), "-d", "-u", name]
+
+
+def vip_owners(bed: Bed, vips: Sequence[str]) -> dict[str, list[str]]:
+    """Each VIP -> the hosts that have it on eth0 now."""
+    owners: dict[str, list[str]] = {vip: [] for vip in vips}
+    for host in bed.hosts:
+        text = bed.run(host, ["ip", "-o", "-4", "addr", "show", "dev", "eth0"])
+        for vip in vips:
+            if f" {vip}/" in text:
+                owners[vip].append(host.name)
+    return owners

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -600,3 +601,46 @@ def test_short_soak_on_loopback(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "violations 0" in done.stdout
     assert "kills 0," not in done.stdout
+
+
+# ------------------------------------------------------------------------------- VIP owners
+
+
+def _fake_ring(cut: frozenset[str] = frozenset(), formed: bool = True) -> Any:  # Any: a stand-in
+    bed = SimpleNamespace(kind="netns", cut_hosts=cut, hosts=())
+    return SimpleNamespace(bed=bed, names=["h1", "h2", "h3"], ring_formed=lambda names: formed)
+
+
+def test_vip_hook_checks_owners_only_once_membership_is_stable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bed part (wackapy on real interfaces) runs in `make soak-ci`; this is the rule."""
+    owners = {vip: ["h1"] for vip in soak.VIPS}
+    monkeypatch.setattr(soak, "vip_owners", lambda bed, vips: owners)
+    hook = soak.VipOwners()
+    owners[soak.VIPS[0]] = ["h1", "h2"]
+    hook.after_change(_fake_ring(), "restart h2")
+    hook.before_fault(_fake_ring())  # just changed: wackapy may still be balancing
+    assert hook.checks == 0 and not hook.problems
+    hook.last_change -= soak.VIP_STABLE_S + 1
+    hook.before_fault(_fake_ring(cut=frozenset({"h3"})))  # a link is down: not stable
+    hook.before_fault(_fake_ring(formed=False))  # no single ring of every daemon
+    assert hook.checks == 0
+    hook.before_fault(_fake_ring())
+    assert hook.checks == 1
+    assert hook.problems == [f"vip: {soak.VIPS[0]} on h1, h2 with membership stable for 9 s"]
+    owners[soak.VIPS[0]] = ["h2"]
+    assert hook.quiet(_fake_ring()) == hook.problems  # settled at the end: nothing new
+    assert hook.summary() == "vip checks 2 (3 VIPs, wackapy beside every daemon)"
+
+
+def test_vip_hook_needs_every_vip_on_exactly_one_host_at_the_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    owners = {vip: ["h1"] for vip in soak.VIPS}
+    owners[soak.VIPS[2]] = []
+    monkeypatch.setattr(soak, "vip_owners", lambda bed, vips: owners)
+    monkeypatch.setattr(soak, "VIP_SETTLE_TIMEOUT_S", 0.0)
+    problems = soak.VipOwners().quiet(_fake_ring())
+    end = "0 s after the ring was complete"
+    assert problems == [f"vip: {soak.VIPS[2]} on no host at the end, {end}"]
