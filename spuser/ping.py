@@ -4,13 +4,17 @@
     spping [-s ADDRESS] [-c COUNT] [-b BYTES] [-t agreed]  # on another: measure
     spping -s 4803@127.0.0.1 --echo-at 4803@127.0.0.2     # both in one process
 
-Not one of Spread 5.0.1's programs (it has none for latency); the flags are our own. The
-echoer joins GROUP (default `spping`) and sends every ping back to the pinger's private group
-with the same service type. The pinger joins GROUP too, waits until another member is there,
-then sends COUNT pings to the group one at a time (SELF_DISCARD, so only echoers get them) and
-times each until its echo is back: two trips through the ring, one per service's ordering.
-Prints min, mean, p50, p99 and max (nearest-rank percentiles) in milliseconds. Several echoers
-may answer; the first echo of each ping counts.
+Spread 5.0.1 ships an spping of its own in examples/ (built, not installed by `make install`):
+it pings on a timer (`-p` ms, `-m` count, `-ro` to reflect only) and prints percentiles. This
+one sends the next ping when the last echo is back, and its flags are our own; the benchmark
+harness runs both.
+
+The echoer joins GROUP (default `spping`) and sends every ping back to the pinger's private
+group with the same service type. The pinger joins GROUP too, waits until another member is
+there, then sends COUNT pings to the group one at a time (SELF_DISCARD, so only echoers get
+them) and times each until its echo is back: two trips through the ring, one per service's
+ordering. Prints min, mean, p50, p99 and max (nearest-rank percentiles) in milliseconds.
+Several echoers may answer; the first echo of each ping counts.
 """
 
 from __future__ import annotations
