@@ -7,6 +7,7 @@ shared/spec/totem.md §3). So every test asserts the EVS properties, plus what i
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 import pytest
@@ -315,4 +316,41 @@ def test_a_crash_costs_the_token_and_consensus_timeouts_and_no_more(
     assert sim.run_until(sim.now + 10.0, survivors_agree, check_every_s=0)
     bound = config.token_timeout_s + config.consensus_timeout_s + config.join_timeout_s / 2
     assert sim.now - crashed_at < bound
+    assert_clean(sim)
+
+
+def test_member_cut_off_before_its_install_installs_late_when_a_join_names_the_ring(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """n1 installs the survivors' ring while n3 is still recovering; n3 is cut off, gives up
+    the recovery holding every packet, and, healed, learns from n1's join (which names the ring
+    n1 installed) that it must install that ring too before going on (sweep seed 41085)."""
+    sim = make_sim(nodes=4)
+    send_mix(sim, 10, sim.now + 0.01)
+    sim.run_until(sim.now + 0.05)
+    sim.crash(4)
+    procs = {n: sim.nodes[n].proc for n in (1, 2, 3)}
+
+    def n1_installed_n3_recovering() -> bool:
+        p1, p3 = procs[1], procs[3]
+        assert p1 is not None and p3 is not None
+        return (
+            p1.state is State.OPERATIONAL
+            and len(p1.ring.members) == 3
+            and p3.state is State.RECOVERY
+        )
+
+    assert sim.run_until(sim.now + 10.0, n1_installed_n3_recovering, check_every_s=0)
+    p1 = procs[1]
+    assert p1 is not None
+    installed = f"{p1.ring.ring_id[0]}.n{p1.ring.ring_id[1]}"
+    sim.partition([[3], [1, 2]])
+    sim.run_until(sim.now + DEFAULT.token_timeout_s + 0.3)  # n3's recovery is given up
+    with caplog.at_level(logging.INFO, logger="spreadpy.membership"):
+        sim.heal()
+        sim.run_until(sim.now + 6.0)
+    assert installed in [view for view, _ in regular_views(sim, 3)]
+    assert any(
+        "late: 1 did" in r.getMessage() or "late: 2 did" in r.getMessage() for r in caplog.records
+    ), "n3 did not learn of the install from a join"
     assert_clean(sim)
