@@ -40,12 +40,13 @@ from spreadpy.client import (
     IllegalSessionError,
     IllegalTimeError,
     MailboxCore,
+    MailboxViews,
     Message,
     connect_unix,
     parse_daemon_address,
 )
 from spreadpy.sockbuf import set_session_buffers
-from spreadpy.wire import Accept, Endian, RegularMessage, RejectMessage
+from spreadpy.wire import Accept, Endian
 
 __all__ = ["READ_BUFFER_HIGH_BYTES", "AsyncMailbox", "connect"]
 
@@ -140,7 +141,7 @@ class _MailboxProtocol(asyncio.Protocol):
             raise ConnectionClosedError("the connection is gone")
 
 
-class AsyncMailbox:
+class AsyncMailbox(MailboxViews):
     """An asyncio connection to a Spread daemon. Make one with `await connect(...)`."""
 
     def __init__(self, protocol: _MailboxProtocol, *, daemon: str = "") -> None:
@@ -151,30 +152,6 @@ class AsyncMailbox:
         self.daemon = daemon
         self._recv_lock = asyncio.Lock()
         self._closed = False
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<AsyncMailbox {self.private_group} via {self.daemon or '?'} {state}>"
-
-    @property
-    def private_group(self) -> str:
-        group = self._core.private_group
-        assert group is not None
-        return group
-
-    @property
-    def endian(self) -> Endian:
-        return self._core.endian
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def endian_mismatch(self, msg: Message) -> bool:
-        """libspread's endian_mismatch: the sender of `msg` runs on the other byte order."""
-        if isinstance(msg, (RegularMessage, RejectMessage)):
-            return msg.endian is not self._core.endian
-        return False
 
     # requests
 

@@ -135,6 +135,7 @@ __all__ = [
     "IllegalTimeError",
     "Mailbox",
     "MailboxCore",
+    "MailboxViews",
     "MembershipCause",
     "MembershipMessage",
     "Message",
@@ -679,25 +680,16 @@ class MailboxCore:
 DISCONNECT_DRAIN_S: Final = 1.0  # at most this long reading to the daemon's close
 
 
-class Mailbox:
-    """A connection to a Spread daemon (libspread's `mailbox`). Make one with `connect()`."""
+class MailboxViews:
+    """What the blocking Mailbox and aioclient.AsyncMailbox show alike, read from their core."""
 
-    def __init__(self, sock: socket.socket, core: MailboxCore, *, daemon: str = "") -> None:
-        if not core.established:
-            raise IllegalSessionError("the core has not finished its handshake")
-        self._sock = sock
-        self._core = core
-        self.daemon = daemon  # the daemon name as given to connect()
-        self._codec_lock = threading.Lock()  # the core: held briefly, never across I/O
-        self._send_lock = threading.Lock()
-        self._recv_lock = threading.RLock()
-        self._poller = select.poll()
-        self._poller.register(sock.fileno(), select.POLLIN)
-        self._closed = False
+    _core: MailboxCore
+    _closed: bool
+    daemon: str  # the daemon name as given to connect()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"<Mailbox {self.private_group} via {self.daemon or '?'} {state}>"
+        return f"<{type(self).__name__} {self.private_group} via {self.daemon or '?'} {state}>"
 
     @property
     def private_group(self) -> str:
@@ -716,15 +708,32 @@ class Mailbox:
         """True once `disconnect()` was called."""
         return self._closed
 
-    def fileno(self) -> int:
-        """The socket, for select/poll; readable when a message may be waiting."""
-        return self._sock.fileno()
-
     def endian_mismatch(self, msg: Message) -> bool:
         """libspread's endian_mismatch: the sender of `msg` runs on the other byte order."""
         if isinstance(msg, (RegularMessage, RejectMessage)):
             return msg.endian is not self._core.endian
         return False
+
+
+class Mailbox(MailboxViews):
+    """A connection to a Spread daemon (libspread's `mailbox`). Make one with `connect()`."""
+
+    def __init__(self, sock: socket.socket, core: MailboxCore, *, daemon: str = "") -> None:
+        if not core.established:
+            raise IllegalSessionError("the core has not finished its handshake")
+        self._sock = sock
+        self._core = core
+        self.daemon = daemon  # the daemon name as given to connect()
+        self._codec_lock = threading.Lock()  # the core: held briefly, never across I/O
+        self._send_lock = threading.Lock()
+        self._recv_lock = threading.RLock()
+        self._poller = select.poll()
+        self._poller.register(sock.fileno(), select.POLLIN)
+        self._closed = False
+
+    def fileno(self) -> int:
+        """The socket, for select/poll; readable when a message may be waiting."""
+        return self._sock.fileno()
 
     # requests
 
