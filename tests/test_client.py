@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import re
 import select
@@ -59,8 +58,8 @@ from spreadpy.wire import (
     encode_daemon_message,
 )
 from tests.daemons import Cluster, free_port
+from tests.vectors import VECTOR_DIR, chunk_bytes, load_vector, without_kill_junk
 
-VECTOR_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "spec" / "vectors" / "client"
 WAIT_S = 10.0  # a guard against hangs, never a timing assertion
 SERVICES = (
     client.UNRELIABLE_MESS,
@@ -426,30 +425,12 @@ def test_losing_the_daemon(tmp_path: Path) -> None:
 # --- the captured libspread sessions, through a socketpair -------------------------------------
 
 
-def load_vector(name: str) -> dict[str, Any]:  # Any: parsed JSON
-    data: dict[str, Any] = json.loads((VECTOR_DIR / f"{name}.json").read_text())
-    return data
-
-
 def vector_names() -> list[str]:
     if not VECTOR_DIR.is_dir():
         return []
     return sorted(
         p.stem for p in VECTOR_DIR.glob("*.json") if "client_api_results" in load_vector(p.stem)
     )
-
-
-def chunk_bytes(chunk: dict[str, Any]) -> bytes:
-    data = bytes.fromhex(chunk["hex"])
-    payload = chunk.get("payload_not_inlined")
-    if payload:
-        data += bytes(ord("A") + i % 26 for i in range(payload["len"]))
-    return data
-
-
-def without_kill_junk(frame: bytes) -> bytes:
-    slot = frame[48:80]
-    return frame[:48] + slot[: slot.index(b"\0")].ljust(32, b"\0") + frame[80:]
 
 
 def drain(sock: socket.socket) -> bytes:

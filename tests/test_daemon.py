@@ -65,9 +65,16 @@ from tests.spclient import (
     read_exactly,
     read_until_closed,
 )
+from tests.vectors import (
+    LIBSPREAD_SCENARIOS,
+    RAW_PROBES,
+    VECTOR_DIR,
+    chunk_bytes,
+    load_vector,
+    needs_vectors,
+)
 
 REPO = Path(__file__).resolve().parents[1]
-VECTOR_DIR = REPO.parent / "shared" / "spec" / "vectors" / "client"
 ST = ServiceType
 JOIN, LEAVE = MembershipCause.JOIN, MembershipCause.LEAVE
 DISCONNECT, NETWORK = MembershipCause.DISCONNECT, MembershipCause.NETWORK
@@ -733,29 +740,6 @@ def test_half_a_header_waits_for_the_rest(ring3: Cluster, clients: Clients) -> N
 
 # ----------------------------------------------------------------------- captured vectors
 
-LIBSPREAD_SCENARIOS = (
-    "abort_without_kill",
-    "agreed_message",
-    "connect_accept",
-    "connect_reject_duplicate",
-    "disconnect",
-    "join",
-    "large_message",
-    "leave",
-    "multigroup_send",
-    "no_membership_client",
-    "private_and_self_discard",
-    "random_name",
-    "safe_message",
-    "second_join",
-)
-RAW_PROBES = ("big_endian_client", "connect_errors", "invalid_requests", "legacy_handshakes")
-needs_vectors = pytest.mark.skipif(
-    not VECTOR_DIR.is_dir(),
-    reason=f"client protocol vectors not found at {VECTOR_DIR} (CI checks shared/ out beside "
-    "the repository)",
-)
-
 
 @pytest.fixture(scope="module")
 def localhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
@@ -763,21 +747,6 @@ def localhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
     with Cluster(tmp_path_factory.mktemp("vectors"), names=("localhost",)) as cluster:
         cluster.wait_ring()
         yield cluster["localhost"]
-
-
-def load_vector(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((VECTOR_DIR / f"{name}.json").read_text())
-    return data
-
-
-def chunk_bytes(chunk: dict[str, Any]) -> bytes:
-    data = bytes.fromhex(chunk["hex"])
-    payload = chunk.get("payload_not_inlined")
-    if payload:  # a large body given by length + pattern + sha256
-        body = bytes(ord("A") + i % 26 for i in range(payload["len"]))
-        assert hashlib.sha256(body).hexdigest() == payload["sha256"]
-        data += body
-    return data
 
 
 def read_unit(sock: socket.socket, unit: str) -> bytes:

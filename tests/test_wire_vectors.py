@@ -12,14 +12,10 @@ Three layers, each against bytes captured from the real 5.0.1 daemon and libspre
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections import defaultdict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -73,56 +69,19 @@ from spreadpy.wire_session import (
     ServerState,
 )
 
-VECTOR_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "spec" / "vectors" / "client"
-pytestmark = pytest.mark.skipif(
-    not VECTOR_DIR.is_dir(),
-    reason=f"client protocol vectors not found at {VECTOR_DIR} (CI checks shared/ out beside "
-    "the repository)",
+from .vectors import (
+    LIBSPREAD_SCENARIOS,
+    RAW_PROBES,
+    VECTOR_DIR,
+    chunk_bytes,
+    load_vector,
+    needs_vectors,
+    without_kill_junk,
 )
+
+pytestmark = needs_vectors
 
 DAEMON = "localhost"
-LIBSPREAD_SCENARIOS = (
-    "abort_without_kill",
-    "agreed_message",
-    "connect_accept",
-    "connect_reject_duplicate",
-    "disconnect",
-    "join",
-    "large_message",
-    "leave",
-    "multigroup_send",
-    "no_membership_client",
-    "private_and_self_discard",
-    "random_name",
-    "safe_message",
-    "second_join",
-)
-RAW_PROBES = ("big_endian_client", "connect_errors", "invalid_requests", "legacy_handshakes")
-
-
-@cache
-def load(name: str) -> dict[str, Any]:  # Any: parsed JSON
-    data: dict[str, Any] = json.loads((VECTOR_DIR / f"{name}.json").read_text())
-    return data
-
-
-def chunk_bytes(chunk: dict[str, Any]) -> bytes:
-    """The unit's bytes, with a payload given only by length + pattern + sha256 rebuilt."""
-    data = bytes.fromhex(chunk["hex"])
-    payload = chunk.get("payload_not_inlined")
-    if payload:
-        assert payload["offset"] == len(data)
-        body = bytes(ord("A") + i % 26 for i in range(payload["len"]))
-        assert hashlib.sha256(body).hexdigest() == payload["sha256"]
-        assert body[:64].hex() == payload["first_64_hex"]
-        data += body
-    return data
-
-
-def without_kill_junk(frame: bytes) -> bytes:
-    """A KILL with the bytes after the NUL of its group slot zeroed."""
-    slot = frame[48:80]
-    return frame[:48] + slot[: slot.index(b"\0")].ljust(32, b"\0") + frame[80:]
 
 
 def fields_of(chunk: dict[str, Any]) -> list[dict[str, Any]]:
@@ -335,7 +294,7 @@ def captured_units() -> Iterator[tuple[str, int, dict[str, Any]]]:
     if not VECTOR_DIR.is_dir():
         return
     for name in (*LIBSPREAD_SCENARIOS, *RAW_PROBES):
-        for i, chunk in enumerate(load(name)["chunks"]):
+        for i, chunk in enumerate(load_vector(name)["chunks"]):
             if chunk["hex"] and (chunk.get("unit") or fields_of(chunk)):
                 yield name, i, chunk
 
@@ -580,7 +539,7 @@ def our_client_bytes(client: ClientConnection, unit: str, data: bytes) -> bytes:
 
 @pytest.mark.parametrize("name", LIBSPREAD_SCENARIOS)
 def test_libspread_scenario(name: str) -> None:
-    vector = load(name)
+    vector = load_vector(name)
     conns = sorted(int(c) for c in vector["connections"])
     api_keys = list(vector["client_api_results"])
     assert len(conns) == len(api_keys)
@@ -629,7 +588,7 @@ def test_libspread_scenario(name: str) -> None:
 
 def cases(name: str) -> dict[str, list[dict[str, Any]]]:
     grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for chunk in load(name)["chunks"]:
+    for chunk in load_vector(name)["chunks"]:
         grouped[chunk["case"]].append(chunk)
     return dict(grouped)
 
@@ -745,7 +704,7 @@ def test_invalid_requests_kill_the_session_without_reply() -> None:
 
 
 def test_big_endian_client() -> None:
-    vector = load("big_endian_client")
+    vector = load_vector("big_endian_client")
     chunks = [c for c in vector["chunks"] if c["dir"] != "note"]
     daemon = ReplayDaemon(*ring_id(vector))
     alice = ClientConnection()  # the little-endian libspread receiver, written by us
