@@ -572,7 +572,7 @@ class GroupsLayer:
         self._groups: dict[str, _Group] = {}
         self._sessions: dict[SessionId, _Session] = {}
         self._by_ref: dict[int, _Session] = {}
-        self._by_name: dict[str, _Session] = {}
+        # Private groups are unique per daemon exactly when private names are.
         self._by_private_group: dict[str, _Session] = {}
         self._closed_by_us: set[SessionId] = set()
         self._next_ref = 1
@@ -633,23 +633,17 @@ class GroupsLayer:
             raise LocalProtocolError(f"session {session} is already known")
         if not valid_private_name(private_name):
             raise LocalProtocolError(f"illegal private name {private_name!r}")
-        if private_name in self._by_name:
+        private_group = private_group_name(private_name, self.name)
+        if private_group in self._by_private_group:
             raise LocalProtocolError(f"private name {private_name!r} is already connected")
         ref = self._next_ref
         while ref in self._by_ref:  # only after 2^32 connections; bounded by live sessions
             ref = 1 if ref >= _U32 else ref + 1
         self._next_ref = 1 if ref >= _U32 else ref + 1
-        s = _Session(
-            session,
-            ref,
-            private_name,
-            private_group_name(private_name, self.name),
-            wants_membership,
-        )
+        s = _Session(session, ref, private_name, private_group, wants_membership)
         self._sessions[session] = s
         self._by_ref[ref] = s
-        self._by_name[private_name] = s
-        self._by_private_group[s.private_group] = s
+        self._by_private_group[private_group] = s
         return s.private_group
 
     def client_request(
@@ -743,9 +737,7 @@ class GroupsLayer:
             if d.originator == self.me:
                 self._resubmit.append((d.data, d.service))
             return
-        match item:
-            case McastItem():
-                self._on_mcast(d.originator, data)
+        match item:  # (a multicast in GOP or GTRANS took the fast path above)
             case JoinItem():
                 self._on_join(d.originator, origin_name, item)
             case LeaveItem():
@@ -1176,7 +1168,6 @@ class GroupsLayer:
         s.groups.clear()
         del self._sessions[s.sid]
         del self._by_ref[s.ref]
-        del self._by_name[s.private_name]
         del self._by_private_group[s.private_group]
         # The member stays in its groups until this KILL is delivered (in order, everywhere).
         self._submit(encode_item(KillItem(s.ref, s.private_name)), Service.AGREED)
