@@ -383,6 +383,19 @@ def _name_from(buf: bytes | memoryview, offset: int, what: str, code: int) -> st
     return field[:end].decode("latin-1")
 
 
+def _names_at(frame: bytes, pos: int, count: int) -> list[str] | None:
+    """The names in `count` 32-byte fields from `pos`, or None if one has no NUL (the
+    per-message paths; each reports that its own way)."""
+    names = []
+    for _ in range(count):
+        end = frame.find(b"\0", pos, pos + MAX_GROUP_NAME)
+        if end < 0:
+            return None
+        names.append(frame[pos:end].decode("latin-1"))
+        pos += MAX_GROUP_NAME
+    return names
+
+
 def _names_from(
     buf: bytes | memoryview, offset: int, count: int, what: str, code: int
 ) -> tuple[str, ...]:
@@ -1024,11 +1037,8 @@ def relay_frame(frame: bytes, little: bool, num_groups: int, sender_field: bytes
     `sender_field` is the session's private group as a 32-byte field. WireError(ILLEGAL_GROUP)
     for a group field without a NUL, as `request_from_frame`.
     """
-    pos = MESSAGE_HEADER_LEN
-    for _ in range(num_groups):
-        if frame.find(b"\0", pos, pos + MAX_GROUP_NAME) < 0:
-            raise WireError(SpError.ILLEGAL_GROUP, "group field has no NUL terminator")
-        pos += MAX_GROUP_NAME
+    if _names_at(frame, MESSAGE_HEADER_LEN, num_groups) is None:
+        raise WireError(SpError.ILLEGAL_GROUP, "group field has no NUL terminator")
     if little and frame[4:36] == sender_field:
         return frame  # the common case: already the delivery frame
     words = _WORDS_LE if little else _WORDS_BE
@@ -1061,13 +1071,9 @@ def relay_frame_targets(frame: bytes, offset: int = 0) -> tuple[int, list[str]]:
     pos = offset + MESSAGE_HEADER_LEN
     if len(frame) != pos + MAX_GROUP_NAME * num_groups + data_len:
         raise ValueError("relay frame has the wrong length")
-    targets = []
-    for _ in range(num_groups):
-        end = frame.find(b"\0", pos, pos + MAX_GROUP_NAME)
-        if end < 0:
-            raise ValueError("relay frame group name has no NUL terminator")
-        targets.append(frame[pos:end].decode("latin-1"))
-        pos += MAX_GROUP_NAME
+    targets = _names_at(frame, pos, num_groups)
+    if targets is None:
+        raise ValueError("relay frame group name has no NUL terminator")
     return service_type, targets
 
 
@@ -1288,14 +1294,10 @@ def regular_message_from_frame(frame: bytes) -> RegularMessage | None:
     sender_end = frame.find(b"\0", 4, 36)
     if sender_end < 0 or not 0 <= num_groups <= MAX_GROUPS_PER_MESSAGE:
         return None
-    pos = MESSAGE_HEADER_LEN
-    groups = []
-    for _ in range(num_groups):
-        end = frame.find(b"\0", pos, pos + MAX_GROUP_NAME)
-        if end < 0:
-            return None
-        groups.append(frame[pos:end].decode("latin-1"))
-        pos += MAX_GROUP_NAME
+    groups = _names_at(frame, MESSAGE_HEADER_LEN, num_groups)
+    if groups is None:
+        return None
+    pos = MESSAGE_HEADER_LEN + MAX_GROUP_NAME * num_groups
     hint_le = frame[40] & 0x80 and frame[43] & 0x80
     hint = int.from_bytes(frame[40:44], "little" if hint_le else "big")
     return RegularMessage(
