@@ -289,7 +289,6 @@ class StateItem:
 Item = McastItem | JoinItem | LeaveItem | KillItem | StateItem
 
 _REF_HDR: Final = struct.Struct("!BI")  # kind, ref (a multicast's frame follows)
-_REF: Final = struct.Struct("!I")
 _MCAST_KIND: Final = bytes((ItemKind.MCAST,))
 _STATE_HDR: Final = struct.Struct("!BBQII")  # kind, flags, view seq, view rep, entry count
 _ENTRY: Final = struct.Struct("!IQBIBH")  # epoch daemon, seq, transitional, index, changed, n
@@ -970,7 +969,7 @@ class GroupsLayer:
                 if s is not None:
                     receivers[sid] = s
         if origin == self.me and service_type & _SELF_DISCARD:
-            (ref,) = _REF.unpack_from(data, 1)
+            _, ref = _REF_HDR.unpack_from(data)
             receivers = {sid: s for sid, s in receivers.items() if s.ref != ref}
         if not receivers:
             self.counters.dropped_no_receiver += 1
