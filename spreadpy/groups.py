@@ -706,19 +706,23 @@ class GroupsLayer:
         self._closed_by_us.add(s.sid)
         self._drop_session(s)
 
-    def deliver(self, d: Deliver) -> None:
-        """One message from the ring, in agreed order."""
+    def deliver(self, d: Deliver) -> bool:
+        """One message from the ring, in agreed order.
+
+        Returns whether a local client was handed another daemon's multicast: it may answer
+        at once, which the ring can wait for (`Processor.expect_reply`).
+        """
         if self._state is GroupsState.START:
             raise LocalProtocolError("a delivery before the first view")
         origin_name = self._names.get(d.originator)
         if origin_name is None:
             self.counters.unknown_origin += 1
             self._warn("origin", "dropped a groups item from unknown daemon %s", d.originator)
-            return
+            return False
         data = d.data
         if data[:1] == _MCAST_KIND and self._state in (GroupsState.GOP, GroupsState.GTRANS):
-            self._on_mcast(d.originator, data)  # the per-message path: no item is decoded
-            return
+            # The per-message path: no item is decoded.
+            return self._on_mcast(d.originator, data) and d.originator != self.me
         try:
             item = decode_item(data)
         except MalformedPacket as exc:
@@ -726,16 +730,16 @@ class GroupsLayer:
             self._warn(
                 "malformed", "dropped a malformed groups item from %s: %s", d.originator, exc
             )
-            return
+            return False
         if isinstance(item, StateItem):
             self._on_state(d.originator, item)
-            return
+            return False
         if self._state in (GroupsState.GGATHER, GroupsState.GGT):
             # Sent before this view: nobody applies it now, its originator sends it again.
             self.counters.deferred += 1
             if d.originator == self.me:
                 self._resubmit.append((d.data, d.service))
-            return
+            return False
         match item:  # (a multicast in GOP or GTRANS took the fast path above)
             case JoinItem():
                 self._on_join(d.originator, origin_name, item)
@@ -743,6 +747,7 @@ class GroupsLayer:
                 self._on_leave(d.originator, origin_name, item)
             case KillItem():
                 self._on_kill(d.originator, origin_name, item)
+        return False
 
     def view_change(self, vc: ViewChange) -> None:
         """A daemon view from the ring: "reg" (RingId) or "trans" ((old, new) RingIds)."""
@@ -945,14 +950,17 @@ class GroupsLayer:
 
     # --------------------------------------------------------------------- applying items
 
-    def _on_mcast(self, origin: int, data: bytes) -> None:
-        """A multicast item (`encode_item`'s bytes): hand its frame to every local receiver."""
+    def _on_mcast(self, origin: int, data: bytes) -> bool:
+        """A multicast item (`encode_item`'s bytes): hand its frame to every local receiver.
+
+        Returns whether any local receiver got it.
+        """
         try:
             service_type, targets = relay_frame_targets(data, _REF_HDR.size)
         except ValueError as exc:
             self.counters.malformed += 1
             self._warn("malformed", "dropped a malformed multicast from %s: %s", origin, exc)
-            return
+            return False
         receivers: dict[SessionId, _Session] = {}
         sessions = self._sessions
         for target in targets:
@@ -973,12 +981,13 @@ class GroupsLayer:
             receivers = {sid: s for sid, s in receivers.items() if s.ref != ref}
         if not receivers:
             self.counters.dropped_no_receiver += 1
-            return
+            return False
         frame = data[_REF_HDR.size :]
         for s in receivers.values():
             if s.sid in sessions:
                 self.counters.delivered_messages += 1
                 self._to_session(s, frame)
+        return True
 
     def _on_join(self, origin: int, origin_name: str, item: JoinItem) -> None:
         member = private_group_name(item.sender, origin_name)

@@ -92,6 +92,11 @@ class TotemConfig:
     seq_gap_max: int = 1600
     rtr_max: int = 256
     idle_visits_before_hold: int = 2
+    # Request and reply: a member whose local client was just handed another member's message
+    # keeps the token of an otherwise idle ring this long for the client's answer (a submit
+    # sends it on at once); without it the answer waits most of a rotation. About the event
+    # loop's timer resolution (1 ms) anyway. 0 turns it off.
+    reply_hold_s: float = 0.001
     # A member that has not been able to fill a gap for this long leaves the ring instead of
     # holding everyone's safe line (and so, through the seq gap, the ring) back forever
     # (totem.md pitfall P2; Corosync counts 2500 token visits, we count time).
@@ -186,6 +191,7 @@ class Counters:
     tokens_forwarded: int = 0
     token_retransmits: int = 0
     rotations: int = 0
+    reply_holds: int = 0
     delivered: int = 0
     bad_packets: int = 0
     views: int = 0
@@ -276,7 +282,11 @@ class Processor:
         self._stall_since = now
         self._last_token: tuple[int, bytes] | None = None  # (dest, bytes) kept for retransmit
         self._held_token: Token | None = None
-        self._hold_cancelled = False
+        # A member asked for the token (HOLD_CANCEL) and has not had it since while tokens
+        # below this token_seq come: do not keep those.
+        self._cancel_until = 0
+        self._reply_expected = False  # see expect_reply
+        self._ring_was_idle = True  # nothing waited anywhere when the token last left us
         self._cancel_sent = False
 
         # Deadlines (None: not armed).
@@ -327,12 +337,27 @@ class Processor:
         if self.state is State.OPERATIONAL:
             if self._held_token is not None:
                 self._release_hold(now)
-            elif not self._cancel_sent and self.me != self.ring.rep:
-                # The representative may be holding an idle token: ask for it.
+            elif not self._cancel_sent and self._ring_was_idle:
+                # The ring was idle, so someone may be keeping the token (_hold_for): ask for
+                # it. Once per visit, and never on a busy ring, where nobody holds it.
                 self._cancel_sent = True
-                probe = Probe(Kind.HOLD_CANCEL, self.me, self.ring.ring_id, self.config.cluster_tag)
-                self._send(self.ring.rep, Channel.DATA, pk.encode_probe(probe))
+                probe = Probe(
+                    Kind.HOLD_CANCEL,
+                    self.me,
+                    self.ring.ring_id,
+                    self.config.cluster_tag,
+                    self._my_token_seq,
+                )
+                self._send(None, Channel.DATA, pk.encode_probe(probe))
         return msg_no
+
+    def expect_reply(self) -> None:
+        """A local client was just handed another member's message and may answer at once.
+
+        If the ring is otherwise idle when the token next comes, it is kept up to
+        `reply_hold_s` for that answer, which would else wait most of a rotation.
+        """
+        self._reply_expected = True
 
     def receive_packet(self, data: bytes, now: float) -> None:
         try:
@@ -469,27 +494,40 @@ class Processor:
         self._my_token_seq = tok.token_seq
         self.retransmit_at = None
         self._last_token = None
-        if self._should_hold(tok):
+        hold_s = self._hold_for(tok)
+        if hold_s:
             self._held_token = tok
-            self.hold_until = now + self.config.hold_s
+            self.hold_until = now + hold_s
             self.token_loss_at = None
             return
         self._visit(tok, now)
 
-    def _should_hold(self, tok: Token) -> bool:
-        """The representative parks the token on an idle ring instead of spinning it."""
-        if self.me != self.ring.rep or self.state is not State.OPERATIONAL:
-            return False
-        if self._hold_cancelled or self._pending or tok.rtr or tok.backlog:
-            self._hold_cancelled = False
+    def _hold_for(self, tok: Token) -> float:
+        """How long to keep this token before visiting: 0 to visit now.
+
+        On an otherwise idle ring the representative parks the token instead of spinning it,
+        and a member whose local client was just handed another member's message keeps it
+        briefly for the answer. A submit anywhere ends either hold (see `submit`).
+        """
+        if self.state is not State.OPERATIONAL:
+            return 0.0
+        reply_expected, self._reply_expected = self._reply_expected, False
+        if self._pending or tok.rtr or tok.backlog or tok.token_seq < self._cancel_until:
             self._idle_visits = 0
-            return False
+            return 0.0
+        if reply_expected and self.config.reply_hold_s > 0:
+            self.counters.reply_holds += 1
+            return self.config.reply_hold_s
+        if self.me != self.ring.rep:
+            return 0.0
         ring = self.ring
         if tok.seq == self._prev_visit_seq and tok.safe == tok.seq and ring.my_aru == tok.seq:
             self._idle_visits += 1
         else:
             self._idle_visits = 0
-        return self._idle_visits > self.config.idle_visits_before_hold
+        if self._idle_visits > self.config.idle_visits_before_hold:
+            return self.config.hold_s
+        return 0.0
 
     def _release_hold(self, now: float) -> None:
         tok = self._held_token
@@ -567,6 +605,7 @@ class Processor:
         cur_backlog = self._backlog()
         tok.backlog = max(0, tok.backlog - self._prev_backlog) + cur_backlog
         self._prev_backlog = cur_backlog
+        self._ring_was_idle = not tok.backlog and not tok.rtr
 
         # 4. Ask for what we lack among the seqs that had a whole rotation to reach us.
         if ring.my_aru < self._prev_visit_seq:
@@ -689,10 +728,13 @@ class Processor:
         self._peers_ok.add(probe.sender)
         if probe.ring_id == self.ring.ring_id:
             if probe.kind is Kind.HOLD_CANCEL and self.state is State.OPERATIONAL:
-                if self._held_token is not None:
+                # The sender's next token is the one after its last plus a rotation; a
+                # token before that has not served it yet (a later one has: a stale request).
+                served_by = probe.token_seq + len(self.ring.members)
+                self._cancel_until = max(self._cancel_until, served_by)
+                held = self._held_token
+                if held is not None and held.token_seq < served_by:
                     self._release_hold(now)
-                else:
-                    self._hold_cancelled = True
             return
         if probe.kind is Kind.MERGE_DETECT:
             self._foreign(probe.sender, probe.ring_id, now)
@@ -979,7 +1021,9 @@ class Processor:
         self._prev_backlog = 0
         self._idle_visits = 0
         self._stall_aru, self._stall_since = 0, now
-        self._hold_cancelled = False
+        self._cancel_until = 0
+        self._reply_expected = False
+        self._ring_was_idle = True
         c = CommitToken(c.ring_id, c.token_seq + 1, c.hop + 1, c.members, c.entries)
         self._commit = c
         self.token_loss_at = now + self.config.commit_timeout_s

@@ -380,7 +380,8 @@ class Node:
                 moved = True
                 match action:
                     case Deliver():
-                        groups.deliver(action)
+                        if groups.deliver(action):
+                            proc.expect_reply()
                     case ViewChange(kind=kind, view=view, members=members):
                         self.views = [*self.views[-9:], action]
                         groups.view_change(action)

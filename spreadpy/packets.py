@@ -19,7 +19,8 @@ COMMIT (token port, unicast)       kind, ring_seq u64, ring_rep u32, token_seq u
                                    (installed, then prepared; all zero when there is none):
                                    ring_seq u64, ring_rep u32, aru u32, high_seq u32,
                                    safe_line u32; then filled u8
-MERGE_DETECT / HOLD_CANCEL         kind, sender u32, ring_seq u64, ring_rep u32, cluster tag u32
+MERGE_DETECT / HOLD_CANCEL         kind, sender u32, ring_seq u64, ring_rep u32, cluster tag u32,
+                                   token_seq u32 (HOLD_CANCEL: of the sender's last token)
 
 The cluster tag (the daemon's configuration hash) keeps daemons with different configurations
 from ever forming a ring together: their joins and merge probes are ignored.
@@ -79,7 +80,7 @@ _TOKEN_HDR = struct.Struct("!BBQIIIIIIIIIH")
 _JOIN_HDR = struct.Struct("!BIQIQIHHQI")
 _COMMIT_HDR = struct.Struct("!BQIIHH")
 _COMMIT_ENTRY = struct.Struct("!QIIIIQIIIIB")
-_PROBE = struct.Struct("!BIQII")
+_PROBE = struct.Struct("!BIQIII")
 
 DATA_HEADER_SIZE = _DATA_HDR.size + 5  # with the chunk array's msgpack header, at most
 CHUNK_HEADER_SIZE = 16  # msgpack framing of one chunk, at most: array, msg_no, svc, frag, bin
@@ -170,12 +171,17 @@ class CommitToken:
 
 @dataclass(frozen=True, slots=True)
 class Probe:
-    """MERGE_DETECT or HOLD_CANCEL: a sender and its ring id."""
+    """MERGE_DETECT or HOLD_CANCEL: a sender and its ring id.
+
+    A HOLD_CANCEL also carries the token_seq of the token its sender last had: whoever sees a
+    later token than the sender's next one knows the request was served.
+    """
 
     kind: Kind
     sender: int
     ring_id: RingId
     tag: int = 0
+    token_seq: int = 0
 
 
 Packet = DataPacket | Token | Join | CommitToken | Probe
@@ -260,7 +266,7 @@ def encode_commit(c: CommitToken) -> bytes:
 
 
 def encode_probe(p: Probe) -> bytes:
-    return _PROBE.pack(p.kind, p.sender, p.ring_id[0], p.ring_id[1], p.tag)
+    return _PROBE.pack(p.kind, p.sender, p.ring_id[0], p.ring_id[1], p.tag, p.token_seq)
 
 
 # ---------------------------------------------------------------------------------- decoding
@@ -283,8 +289,8 @@ def decode(data: bytes) -> Packet:
         if kind in (Kind.MERGE_DETECT, Kind.HOLD_CANCEL):
             if len(data) != _PROBE.size:
                 raise MalformedPacket(f"probe of {len(data)} bytes")
-            _, sender, rseq, rrep, tag = _PROBE.unpack(data)
-            return Probe(Kind(kind), sender, (rseq, rrep), tag)
+            _, sender, rseq, rrep, tag, token_seq = _PROBE.unpack(data)
+            return Probe(Kind(kind), sender, (rseq, rrep), tag, token_seq)
     except struct.error as exc:
         raise MalformedPacket(f"truncated {Kind(kind).name} packet: {exc}") from None
     raise MalformedPacket(f"unknown packet kind {kind}")

@@ -236,6 +236,10 @@ class Simulation:
                         self.violations.append(
                             f"EVS-15 integrity: {name} delivered {msg_id} with a corrupted body"
                         )
+                    if action.originator != node:
+                        # As a daemon does when a local client got another daemon's message:
+                        # every simulated node stands for a daemon with a client in the group.
+                        proc.expect_reply()
                     events.append(
                         {
                             "t": t,

@@ -94,6 +94,8 @@ class Cluster:
         self.holding = False
         self.clients: dict[int, Client] = {}
         self.submitted: list[tuple[int, SubmitToRing]] = []
+        # (daemon, originator, what deliver() said): whether a local client may answer
+        self.reply_hints: list[tuple[int, int, bool]] = []
         self._next_sid = 100
         for i in ids:  # every daemon starts in its own singleton regular view (totem.md EVS-4)
             ring = (0, i)
@@ -141,7 +143,7 @@ class Cluster:
             while self.position[m] < len(self.log[ring]):
                 d = self.log[ring][self.position[m]]
                 self.position[m] += 1
-                self.layers[m].deliver(d)
+                self.reply_hints.append((m, d.originator, self.layers[m].deliver(d)))
                 self._drain(m)
                 moved = True
         return moved

@@ -326,6 +326,24 @@ def test_self_discard_skips_only_the_sender(ring3: Cluster, clients: Clients) ->
     b.assert_quiet(g)
 
 
+def test_a_daemon_keeps_the_idle_token_for_its_clients_answer(
+    ring3: Cluster, clients: Clients
+) -> None:
+    # n3's client gets n1's message: on the idle ring, n3 keeps the next token a moment for
+    # a possible answer (docs/ring.md). n2, with no receiver, passes it on as always.
+    def holds() -> list[int]:
+        return [ring3[n].status()["counters"]["ring"]["reply_holds"] for n in ("n2", "n3")]
+
+    asker = clients.connect(ring3["n1"], "asker")
+    answerer = clients.connect(ring3["n3"], "answerer")
+    join_all("question", [answerer])
+    before = holds()
+    asker.multicast(ST.AGREED_MESS, "question", b"anyone?")
+    assert answerer.receive_regular().data == b"anyone?"
+    assert wait_until(lambda: holds()[1] > before[1], 5.0), (before, holds())
+    assert holds()[0] == before[0]
+
+
 def test_private_group_send_reaches_one_connection(ring3: Cluster, clients: Clients) -> None:
     a = clients.connect(ring3["n1"], "a")
     b = clients.connect(ring3["n2"], "b")

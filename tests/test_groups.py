@@ -372,6 +372,25 @@ def test_self_discard() -> None:
         assert [(m.service_type, m.data) for m in x.data()] == [(svc, b"not to me")]
 
 
+def test_deliver_says_when_a_local_client_got_another_daemons_message() -> None:
+    # The ring keeps an idle token briefly for a client's answer only when this is true.
+    c = together((1, 2, 3))
+    a, b = c.connect(1, "a"), c.connect(3, "b")
+    for x in (a, b):
+        c.join(x, "g")
+    c.run()
+    assert not any(said for _, _, said in c.reply_hints)  # joins and views: no client message
+    c.reply_hints.clear()
+    c.mcast(a, "g", b"question")
+    c.run()
+    # d1 delivers its own multicast, d2 has no receiver, d3's client b got it.
+    assert sorted(c.reply_hints) == [(1, 1, False), (2, 1, False), (3, 1, True)]
+    c.reply_hints.clear()
+    c.mcast(b, "#a#d1", b"answer")
+    c.run()
+    assert sorted(c.reply_hints) == [(1, 3, True), (2, 3, False), (3, 3, False)]
+
+
 def test_message_to_empty_group_is_dropped() -> None:
     c = together((1, 2))
     a = c.connect(1, "a")

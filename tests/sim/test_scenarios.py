@@ -354,3 +354,76 @@ def test_member_cut_off_before_its_install_installs_late_when_a_join_names_the_r
         "late: 1 did" in r.getMessage() or "late: 2 did" in r.getMessage() for r in caplog.records
     ), "n3 did not learn of the install from a join"
     assert_clean(sim)
+
+
+# ----------------------------------------------------------------- keeping an idle token
+
+
+def _keep_token_for_reply(sim: Simulation, node: int) -> membership.Processor:
+    """`node`'s client was handed a message: run until the idle token comes and is kept."""
+    proc = sim.nodes[node].proc
+    assert proc is not None
+    proc.expect_reply()
+    kept = sim.run_until(sim.now + 1.0, lambda: proc.hold_until is not None, check_every_s=0)
+    assert kept, f"n{node} never kept the token for a reply"
+    return proc
+
+
+def test_an_answer_leaves_with_the_kept_token_at_once() -> None:
+    # The hold is far longer than any hop here, so only the answer can end it.
+    sim = make_sim(nodes=3, config=replace(DEFAULT, reply_hold_s=0.05))
+    proc = _keep_token_for_reply(sim, 3)
+    assert proc.counters.reply_holds == 1
+    msg_id = sim.submit(3, Service.AGREED, 60)
+    assert proc.hold_until is None
+    (ordered,) = [e for e in sim.events if e["ev"] == "seq" and e["id"] == msg_id]
+    assert ordered["t"] == round(sim.now, 9)  # sequenced by the submit itself
+    assert_clean(sim)
+
+
+def test_an_unanswered_hold_ends_by_itself() -> None:
+    sim = make_sim(nodes=3, config=replace(DEFAULT, reply_hold_s=0.005))
+    proc = _keep_token_for_reply(sim, 3)
+    forwarded, views = proc.counters.tokens_forwarded, proc.counters.views
+    sim.run_until(sim.now + 0.0049)
+    assert proc.hold_until is not None and proc.counters.tokens_forwarded == forwarded
+    sim.run_until(sim.now + 0.0002)
+    assert proc.hold_until is None and proc.counters.tokens_forwarded == forwarded + 1
+    sim.run_until(sim.now + 0.5)
+    assert proc.counters.views == views and proc.state is State.OPERATIONAL
+    assert_clean(sim)
+
+
+def test_another_members_message_ends_a_kept_token() -> None:
+    # n2 sends while n3 keeps the token: n2 saw an idle ring, so it asks whoever keeps the
+    # token for it, and its message is delivered long before n3's hold would have ended.
+    sim = make_sim(nodes=3, config=replace(DEFAULT, reply_hold_s=0.05))
+    proc = _keep_token_for_reply(sim, 3)
+    held_at = sim.now
+    msg_id = sim.submit(2, Service.AGREED, 60)
+    everywhere = lambda: all(msg_id in delivered(sim, n) for n in sim.nodes)  # noqa: E731
+    assert sim.run_until(held_at + 0.01, everywhere, check_every_s=0)
+    assert proc.hold_until is None
+    assert_clean(sim)
+
+
+def test_no_token_is_kept_while_messages_wait() -> None:
+    # n1's burst takes many visits; n2 and n3 deliver all along (so they expect replies) but
+    # the token tells them that messages wait, and nobody keeps it until the burst is out.
+    sim = make_sim(nodes=3)
+    sender, *receivers = (sim.nodes[n].proc for n in (1, 2, 3))
+    assert sender is not None and None not in receivers
+    for _ in range(300):
+        sim.submit(1, Service.AGREED, 1000)
+    kept_while_busy: list[float] = []
+
+    def burst_out() -> bool:
+        if sender.pending_count() and any(p.hold_until is not None for p in receivers):
+            kept_while_busy.append(sim.now)
+        return sender.pending_count() == 0
+
+    assert sim.run_until(sim.now + 5.0, burst_out, check_every_s=0)
+    assert kept_while_busy == []
+    sim.run_until(sim.now + 0.5)
+    assert sum(p.counters.reply_holds for p in receivers) > 0
+    assert_clean(sim)
