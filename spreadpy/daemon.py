@@ -32,6 +32,7 @@ import os
 import random
 import signal
 import socket
+import struct
 import sys
 import time
 from collections import deque
@@ -59,6 +60,16 @@ CLIENT_WRITE_BUFFER_LOW = 64 * 1024
 # bytes if that comes first: a write is a system call, and the kernel's buffer is finite.
 CLIENT_WRITE_CHUNK = 64 * 1024
 LOOPBACK_PACKET_SIZE = 8192  # ring packet size when every daemon is on this machine
+# Linux UDP segmentation offload (linux/udp.h; not in Python's socket module): a token visit's
+# data packets leave in one sendmsg that the kernel cuts into datagrams (UDP_SEGMENT), and a
+# receiver may get a run of them in one recvmsg with the datagram size beside it (UDP_GRO).
+# A receiver that does not ask for UDP_GRO gets plain datagrams, so daemons mix freely.
+UDP_SEGMENT = 103
+UDP_GRO = 104
+GSO_SEGMENTS_MAX = 64  # the kernel's UDP_MAX_SEGMENTS
+GSO_BYTES_MAX = 65507  # one UDP payload: the run before segmentation
+_GRO_SIZE = struct.Struct("=i")
+_GSO_SIZE = struct.Struct("=H")
 RING_BACKLOG_HIGH = 5000  # messages waiting for the token: stop reading clients
 RING_BACKLOG_LOW = 1000
 
@@ -154,6 +165,8 @@ class RingTransport:
         self._on_batch_end = on_batch_end
         self.bad_packets = 0
         self.foreign_packets = 0
+        self.segmented_sends = 0  # sendmsg calls that the kernel cut into several datagrams
+        self.coalesced_receives = 0  # recvmsg calls that returned several datagrams
         self.peers: dict[int, tuple[str, int, int]] = {
             h.index + 1: (str(h.address), h.port, h.token_port) for h in config.hosts
         }
@@ -162,6 +175,9 @@ class RingTransport:
         self.group = (str(segment.address), me.port)
         self._my_ip = str(me.address)
         self.data_sock, self.token_sock = self._open_sockets()
+        self._data_out: list[bytes] = []  # broadcast data packets waiting for flush()
+        self.gso = sys.platform == "linux"
+        self.gro = self.gso and self._enable_gro()
         self._others = [
             (ip, port) for node, (ip, port, _) in self.peers.items() if node != me.index + 1
         ]
@@ -213,6 +229,13 @@ class RingTransport:
             raise
         return data, token
 
+    def _enable_gro(self) -> bool:
+        try:
+            self.data_sock.setsockopt(socket.IPPROTO_UDP, UDP_GRO, 1)
+        except OSError:
+            return False
+        return True
+
     def start(self) -> None:
         self.loop.add_reader(self.data_sock.fileno(), self._readable, False)
         self.loop.add_reader(self.token_sock.fileno(), self._readable, True)
@@ -232,9 +255,14 @@ class RingTransport:
 
     def _drain(self, sock: socket.socket, ignore_source: str | None) -> None:
         key = self.key
+        gro = self.gro and sock is self.data_sock
         for _ in range(RECV_BATCH_MAX):
             try:
-                data, source = sock.recvfrom(65536)
+                if gro:
+                    data, ancillary, _flags, source = sock.recvmsg(65536, _GRO_CMSG_SPACE)
+                else:
+                    data, source = sock.recvfrom(65536)
+                    ancillary = None
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. ICMP port unreachable reported on a UDP socket
@@ -245,37 +273,115 @@ class RingTransport:
             if source[0] not in self.allowed:
                 self.foreign_packets += 1
                 continue
-            if key is not None:
-                try:
-                    data = pk.unseal(key, data)
-                except MalformedPacket:
-                    self.bad_packets += 1
-                    if self.bad_packets % 1000 == 1:
-                        log.warning("dropped ring packet from %s: bad or missing HMAC", source[0])
-                    continue
-            self._on_packet(data)
+            if ancillary:  # a run of datagrams of one size (the last may be shorter)
+                size = _gro_segment_size(ancillary)
+                datagrams = [data[i : i + size] for i in range(0, len(data), size)]
+                self.coalesced_receives += 1
+            else:
+                datagrams = [data]
+            for datagram in datagrams:
+                if key is not None:
+                    try:
+                        datagram = pk.unseal(key, datagram)
+                    except MalformedPacket:
+                        self.bad_packets += 1
+                        if self.bad_packets % 1000 == 1:
+                            log.warning(
+                                "dropped ring packet from %s: bad or missing HMAC", source[0]
+                            )
+                        continue
+                self._on_packet(datagram)
 
     def send(self, action: SendPacket) -> None:
+        """Send now, or (a broadcast data packet) gather it for `flush`, which the adapter
+        calls once per batch of actions. Order is kept: anything else flushes first."""
         payload = action.payload
         if self.key is not None:
             payload = pk.seal(self.key, payload)
+        if action.dest is None:
+            self._data_out.append(payload)
+            return
+        self.flush()
+        ip, port, token_port = self.peers[action.dest]
         try:
-            if action.dest is not None:
-                ip, port, token_port = self.peers[action.dest]
-                sock = self.token_sock if action.channel is Channel.TOKEN else self.data_sock
-                sock.sendto(payload, (ip, token_port if action.channel is Channel.TOKEN else port))
-            elif self.mode == "unicast":
-                sendto = self.data_sock.sendto
-                for address in self._others:
-                    sendto(payload, address)
+            if action.channel is Channel.TOKEN:
+                self.token_sock.sendto(payload, (ip, token_port))
             else:
-                self.data_sock.sendto(payload, self.group)
-                for address in self._remote:
-                    self.data_sock.sendto(payload, address)
+                self.data_sock.sendto(payload, (ip, port))
         except (BlockingIOError, InterruptedError):
             pass  # a full socket buffer is a lost datagram: the ring retransmits
         except OSError as exc:
             log.debug("ring send: %s", exc)
+
+    def flush(self) -> None:
+        """Send the gathered data packets to every daemon, in runs of one size where possible."""
+        packets = self._data_out
+        if not packets:
+            return
+        self._data_out = []
+        if self.mode == "unicast":
+            addresses = self._others
+        else:
+            addresses = [self.group, *self._remote]
+        runs = _gso_runs(packets) if self.gso and len(packets) > 1 else [[p] for p in packets]
+        for run in runs:
+            for address in addresses:
+                self._send_run(run, address)
+
+    def _send_run(self, run: list[bytes], address: tuple[str, int]) -> None:
+        try:
+            if len(run) == 1:
+                self.data_sock.sendto(run[0], address)
+                return
+            size = _GSO_SIZE.pack(len(run[0]))
+            try:
+                self.data_sock.sendmsg(run, [(socket.IPPROTO_UDP, UDP_SEGMENT, size)], 0, address)
+                self.segmented_sends += 1
+            except (BlockingIOError, InterruptedError):
+                raise
+            except OSError as exc:
+                # This kernel or route cannot segment (no checksum offload, IPsec...).
+                log.info("ring send: no UDP segmentation offload here (%s); sending singly", exc)
+                self.gso = False
+                for payload in run:
+                    self.data_sock.sendto(payload, address)
+        except (BlockingIOError, InterruptedError):
+            pass  # a full socket buffer: lost datagrams, which the ring retransmits
+        except OSError as exc:
+            log.debug("ring send: %s", exc)
+
+
+_GRO_CMSG_SPACE = socket.CMSG_SPACE(_GRO_SIZE.size) if hasattr(socket, "CMSG_SPACE") else 0
+
+
+def _gro_segment_size(ancillary: list[tuple[int, int, bytes]]) -> int:
+    for level, kind, value in ancillary:
+        if level == socket.IPPROTO_UDP and kind == UDP_GRO:
+            return int(_GRO_SIZE.unpack_from(value)[0])
+    return 65536
+
+
+def _gso_runs(packets: list[bytes]) -> list[list[bytes]]:
+    """Split packets, in order, into runs the kernel can segment: all of the first one's size
+    but the last, which may be shorter; at most GSO_SEGMENTS_MAX and GSO_BYTES_MAX each."""
+    runs: list[list[bytes]] = []
+    run: list[bytes] = []
+    size = total = 0
+    for p in packets:
+        n = len(p)
+        if run and n <= size and len(run) < GSO_SEGMENTS_MAX and total + n <= GSO_BYTES_MAX:
+            run.append(p)
+            total += n
+            if n < size:  # a shorter one ends its run
+                runs.append(run)
+                run = []
+            continue
+        if run:
+            runs.append(run)
+        run, size, total = [p], n, n
+    if run:
+        runs.append(run)
+    return runs
 
 
 def _grow_buffers(sock: socket.socket) -> None:
@@ -618,6 +724,7 @@ class Daemon:
                             log.error(
                                 "cannot save ring seq to %s: %s", self.paths.ring_seq_file, exc
                             )
+            transport.flush()
 
     def _write_gathered(self, node: Node, session: int) -> None:
         """Write what was gathered for this client; report what the kernel did not take."""
@@ -680,6 +787,9 @@ class Daemon:
             "mode": self.transport.mode,
             "bad_packets": self.transport.bad_packets,
             "foreign_packets": self.transport.foreign_packets,
+            "segmentation_offload": self.transport.gso,
+            "segmented_sends": self.transport.segmented_sends,
+            "coalesced_receives": self.transport.coalesced_receives,
         }
         status["unix_socket"] = self.paths.unix_socket
         return status
