@@ -248,17 +248,15 @@ class RingTransport:
 
     def _readable(self, token_ready: bool) -> None:
         # Data first, always: a token must not overtake the data sent before it (P1).
-        self._drain(self.data_sock, self._my_ip, RECV_BATCH_MAX)
+        self._drain(self.data_sock, self._my_ip)
         if token_ready:
-            # One token per wake-up: there is rarely a second, and the poll is level-triggered,
-            # so this saves the read that would find the socket empty.
-            self._drain(self.token_sock, None, 1)
+            self._drain(self.token_sock, None)
         self._on_batch_end()
 
-    def _drain(self, sock: socket.socket, ignore_source: str | None, limit: int) -> None:
+    def _drain(self, sock: socket.socket, ignore_source: str | None) -> None:
         key = self.key
         gro = self.gro and sock is self.data_sock
-        for _ in range(limit):
+        for _ in range(RECV_BATCH_MAX):
             try:
                 if gro:
                     data, ancillary, _flags, source = sock.recvmsg(65536, _GRO_CMSG_SPACE)
