@@ -68,6 +68,7 @@ UDP_SEGMENT = 103
 UDP_GRO = 104
 GSO_SEGMENTS_MAX = 64  # the kernel's UDP_MAX_SEGMENTS
 GSO_BYTES_MAX = 65507  # one UDP payload: the run before segmentation
+GSO_REFUSED = {errno.EIO, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOPROTOOPT}  # cannot segment
 _GRO_SIZE = struct.Struct("=i")
 _GSO_SIZE = struct.Struct("=H")
 RING_BACKLOG_HIGH = 5000  # messages waiting for the token: stop reading clients
@@ -337,10 +338,11 @@ class RingTransport:
             try:
                 self.data_sock.sendmsg(run, [(socket.IPPROTO_UDP, UDP_SEGMENT, size)], 0, address)
                 self.segmented_sends += 1
-            except (BlockingIOError, InterruptedError):
-                raise
             except OSError as exc:
-                # This kernel or route cannot segment (no checksum offload, IPsec...).
+                if exc.errno not in GSO_REFUSED:
+                    raise  # e.g. a link that is down: the run is lost like single datagrams
+                # This kernel or route cannot segment (no checksum offload, IPsec, datagrams
+                # above the MTU...): from now on, one datagram per call.
                 log.info("ring send: no UDP segmentation offload here (%s); sending singly", exc)
                 self.gso = False
                 for payload in run:

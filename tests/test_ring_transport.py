@@ -3,16 +3,21 @@ arrive coalesced (UDP GRO) where the kernel can, with nothing lost, reordered or
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import os
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from spreadpy import client
-from spreadpy.daemon import GSO_BYTES_MAX, GSO_SEGMENTS_MAX, _gso_runs
+from spreadpy.config import parse_config
+from spreadpy.daemon import GSO_BYTES_MAX, GSO_SEGMENTS_MAX, RingTransport, _gso_runs
 
-from .daemons import FAST_TIMEOUTS, Cluster
+from .daemons import FAST_TIMEOUTS, Cluster, free_port
 
 
 def sizes(runs: list[list[bytes]]) -> list[list[int]]:
@@ -101,3 +106,60 @@ def test_a_flood_through_segmented_sends_and_coalesced_receives_loses_nothing(
             reader.disconnect()
     finally:
         cluster.stop_all()
+
+
+class _Refusing:
+    """Stands in for the data socket of a kernel that cannot segment (none here can be made
+    to refuse): sendmsg fails with `errno`, sendto records what would have left."""
+
+    def __init__(self, error: int) -> None:
+        self.error = error
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+
+    def sendmsg(self, *args: object) -> int:
+        raise OSError(self.error, os.strerror(self.error))
+
+    def sendto(self, payload: bytes, address: tuple[str, int]) -> int:
+        self.sent.append((payload, address))
+        return len(payload)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def transport(tmp_path: Path) -> Iterator[RingTransport]:
+    port = free_port()
+    config = parse_config(
+        f"Spread_Segment 127.0.0.255:{port} {{\n n1 127.0.0.1\n n2 127.0.0.2\n}}\n", "t.conf"
+    )
+    loop = asyncio.new_event_loop()
+    ring = RingTransport(config, config.hosts[0], loop, lambda data: None, lambda: None, None)
+    real = ring.data_sock
+    try:
+        yield ring
+    finally:
+        ring.data_sock = real
+        ring.close()
+        loop.close()
+
+
+def test_a_kernel_that_cannot_segment_gets_single_datagrams_from_then_on(
+    transport: RingTransport,
+) -> None:
+    refusing = _Refusing(errno.EIO)
+    transport.data_sock = refusing  # type: ignore[assignment]
+    run = packets(1472, 1472, 1472)
+    transport._send_run(run, ("127.0.0.2", 1))
+    assert [p for p, _ in refusing.sent] == run  # nothing lost
+    assert transport.gso is False
+
+
+def test_a_network_error_does_not_turn_segmentation_off(transport: RingTransport) -> None:
+    # A cut link (the soak cuts them) is not the kernel refusing: the run is lost, as single
+    # datagrams would be, and the ring retransmits it.
+    refusing = _Refusing(errno.ENETUNREACH)
+    transport.data_sock = refusing  # type: ignore[assignment]
+    transport._send_run(packets(1472, 1472), ("127.0.0.2", 1))
+    assert refusing.sent == []
+    assert transport.gso is True
