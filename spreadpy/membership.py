@@ -60,7 +60,7 @@ from .ring import RingStore
 
 log = logging.getLogger(__name__)
 
-# Force a reconfiguration long before a u32 seq could wrap (totem.md §1.5, pitfall P12).
+# Force a reconfiguration long before a u32 seq or token seq could wrap (totem.md §1.5, P12).
 SEQ_LIMIT = (1 << 31) - 100_000
 
 
@@ -547,9 +547,12 @@ class Processor:
         self.token_loss_at = now + cfg.token_timeout_s
         if tok.seq > ring.high_seq:
             ring.high_seq = tok.seq
-        if tok.seq >= SEQ_LIMIT and me == ring.rep:
-            # Renumber before a u32 seq could wrap: a new ring starts again at 1.
-            self._enter_gather(now, f"ring seq {tok.seq} reached the renumbering limit")
+        if (tok.seq >= SEQ_LIMIT or tok.token_seq >= SEQ_LIMIT) and me == ring.rep:
+            # Renumber before a u32 seq or token seq could wrap: a new ring starts both again
+            # at 1. (A busy ring passes its token some 10,000 times a second: days, not years.)
+            self._enter_gather(
+                now, f"seq {tok.seq} / token seq {tok.token_seq} reached the renumbering limit"
+            )
             return
         if me == ring.rep:
             # A rotation is complete: its running minimum bounds every member's my_aru.

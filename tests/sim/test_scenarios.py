@@ -197,6 +197,24 @@ def test_sequence_numbers_renumber_before_wrap(monkeypatch: pytest.MonkeyPatch) 
     assert_clean(sim)
 
 
+def test_token_seq_renumbers_before_wrap(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An idle ring parks its token, but a ring with a little traffic all the time passes it
+    # thousands of times a second: its token_seq (u32) must not wrap either.
+    monkeypatch.setattr(membership, "SEQ_LIMIT", 1000)
+    sim = make_sim(nodes=3)
+    before = len(regular_views(sim, 1))
+    for i in range(400):
+        sim.at(sim.now + 0.01 + i * 0.005, lambda: sim.submit(1, Service.AGREED, 60))
+    sim.run_until(sim.now + 3.0)
+    proc = sim.nodes[1].proc
+    assert proc is not None
+    assert proc.counters.tokens_forwarded > 1000  # more hops than the limit...
+    assert proc.ring.high_seq < 1000 / 2  # ...with far fewer messages...
+    assert len(regular_views(sim, 1)) > before  # ...so the token seq renewed the ring
+    assert proc._my_token_seq < 1000
+    assert_clean(sim)
+
+
 def test_fast_profile_floods_without_spurious_views() -> None:
     sim = make_sim(nodes=3, config=FAST)
     views_before = sum(1 for e in sim.events if e["ev"] == "conf")
