@@ -179,14 +179,19 @@ class RingTransport:
         self._data_out: list[bytes] = []  # broadcast data packets waiting for flush()
         self.gso = sys.platform == "linux"
         self.gro = self.gso and self._enable_gro()
-        self._others = [
-            (ip, port) for node, (ip, port, _) in self.peers.items() if node != me.index + 1
-        ]
-        # Daemons of other segments: our broadcast or multicast does not reach them, so they
-        # get a unicast copy (Spread forwards through each segment's representative instead).
-        self._remote = [
-            (str(h.address), h.port) for h in config.hosts if h.segment_index != me.segment_index
-        ]
+        # Where each data packet goes: in unicast mode every other daemon; else the segment's
+        # group, plus a unicast copy for each daemon of another segment, which our broadcast
+        # or multicast does not reach (Spread forwards through each segment's representative).
+        if self.mode == "unicast":
+            self._data_destinations = [
+                (ip, port) for node, (ip, port, _) in self.peers.items() if node != me.index + 1
+            ]
+        else:
+            self._data_destinations = [self.group] + [
+                (str(h.address), h.port)
+                for h in config.hosts
+                if h.segment_index != me.segment_index
+            ]
 
     def _open_sockets(self) -> tuple[socket.socket, socket.socket]:
         family = socket.AF_INET6 if self.me.address.version == 6 else socket.AF_INET
@@ -320,13 +325,9 @@ class RingTransport:
         if not packets:
             return
         self._data_out = []
-        if self.mode == "unicast":
-            addresses = self._others
-        else:
-            addresses = [self.group, *self._remote]
         runs = _gso_runs(packets) if self.gso and len(packets) > 1 else [[p] for p in packets]
         for run in runs:
-            for address in addresses:
+            for address in self._data_destinations:
                 self._send_run(run, address)
 
     def _send_run(self, run: list[bytes], address: tuple[str, int]) -> None:

@@ -123,9 +123,6 @@ class _Refusing:
         self.sent.append((payload, address))
         return len(payload)
 
-    def close(self) -> None:
-        pass
-
 
 @pytest.fixture
 def transport(tmp_path: Path) -> Iterator[RingTransport]:
