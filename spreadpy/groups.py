@@ -654,12 +654,8 @@ class GroupsLayer:
                 return  # bytes read before our CloseSession took effect
             raise LocalProtocolError(f"request from unknown session {session}")
         match request:
-            case MulticastFrame(service_type=service_type, frame=frame):
-                service = _RING_SERVICE.get(service_type)
-                if service is None:
-                    raise LocalProtocolError(f"service type {service_type:#x} is not one service")
-                # The session built and checked the frame: it travels as it is.
-                self._submit(_REF_HDR.pack(ItemKind.MCAST, s.ref) + frame, service)
+            case MulticastFrame():
+                self._multicast(s, request)
             case Multicast():
                 self.client_request(session, MulticastFrame.from_request(request, s.private_group))
             case Join(group=group):
@@ -678,6 +674,21 @@ class GroupsLayer:
                 self._drop_session(s)
             case _:
                 raise LocalProtocolError(f"not a client request: {request!r}")
+
+    def client_multicast(self, session: SessionId, request: MulticastFrame) -> None:
+        """`client_request` for a MulticastFrame: the per-message path, without the dispatch."""
+        s = self._sessions.get(session)
+        if s is None:
+            self.client_request(session, request)  # its errors and its closed-by-us case
+        else:
+            self._multicast(s, request)
+
+    def _multicast(self, s: _Session, request: MulticastFrame) -> None:
+        service = _RING_SERVICE.get(request.service_type)
+        if service is None:
+            raise LocalProtocolError(f"service type {request.service_type:#x} is not one service")
+        # The session built and checked the frame: it travels as it is.
+        self._submit(_REF_HDR.pack(ItemKind.MCAST, s.ref) + request.frame, service)
 
     def client_disconnected(self, session: SessionId) -> None:
         """The client sent KILL or its connection ended. Others will see a disconnect."""

@@ -320,6 +320,14 @@ class Node:
                 return
             if event is NEED_DATA or event is PAUSED:
                 return
+            if type(event) is MulticastFrame:  # nearly every event: skip the match below
+                self.counters.client_messages += 1
+                try:
+                    self.groups.client_multicast(session, event)
+                except LocalProtocolError as exc:
+                    self._refuse(session, exc)
+                    return
+                continue
             match event:
                 case ConnectRequest():
                     self._on_connect_request(session, client, event)
@@ -335,13 +343,16 @@ class Node:
                     try:
                         self.groups.client_request(session, event)
                     except LocalProtocolError as exc:
-                        self.counters.clients_bad += 1
-                        self.log.warning("client %d: refused request: %s", session, exc)
-                        self._emit_close(session, b"", f"bad request: {exc}")
+                        self._refuse(session, exc)
                         return
                 case Kill() | ConnectionClosed():
                     self._emit_close(session, b"", "disconnect")
                     return
+
+    def _refuse(self, session: int, exc: LocalProtocolError) -> None:
+        self.counters.clients_bad += 1
+        self.log.warning("client %d: refused request: %s", session, exc)
+        self._emit_close(session, b"", f"bad request: {exc}")
 
     def _on_connect_request(self, session: int, client: _Client, req: ConnectRequest) -> None:
         wire = client.wire

@@ -286,9 +286,12 @@ class _Machine(Generic[_State, _Input]):
             raise LocalProtocolError(f"{inp.name} is not allowed in state {self.state.name}")
 
     def fire(self, inp: _Input) -> _State:
-        self.require(inp)
-        self.state = self._table[(self.state, inp)]
-        return self.state
+        # One lookup: a client's every request fires once, and enum hashing is not free.
+        state = self._table.get((self.state, inp))
+        if state is None:
+            raise LocalProtocolError(f"{inp.name} is not allowed in state {self.state.name}")
+        self.state = state
+        return state
 
 
 class _ReceiveBuffer:
@@ -467,12 +470,13 @@ class ServerSession:
 
     def _parse_request(self) -> ServerEvent | Sentinel:
         buf = self._buf
+        available = len(buf)
         head = self._head
         if head is None:
-            if len(buf) < MESSAGE_HEADER_LEN:
+            if available < MESSAGE_HEADER_LEN:
                 return NEED_DATA
             raw = buf.peek(MESSAGE_HEADER_LEN)
-            if raw[4:36] == self._sender_field:
+            if raw.startswith(self._sender_field, 4):
                 head = read_request_head(raw, self._max_body_len)
             else:
                 # Junk after the name's NUL, or a wrong sender: the general path and its errors.
@@ -487,17 +491,16 @@ class ServerSession:
                 head = (request_frame_len(header), header.service_type, little, header.num_groups)
             self._head = head
         size, service_type, little, num_groups = head
-        if len(buf) < size:
+        if available < size:
             return NEED_DATA
         frame = buf.take(size)
         self._head = None
-        request: ServerEvent
         if service_type in MULTICAST_REQUEST_TYPES:
-            request = MulticastFrame(
+            # ESTABLISHED + REQUEST stays ESTABLISHED: the per-message path skips the firing.
+            return MulticastFrame(
                 service_type, relay_frame(frame, little, num_groups, self._sender_field)
             )
-        else:
-            request = request_from_frame(decode_header(frame), frame)
+        request = request_from_frame(decode_header(frame), frame)
         if isinstance(request, Kill):
             self._machine.fire(ServerInput.KILL)
             self._buf.clear()
