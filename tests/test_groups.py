@@ -862,6 +862,34 @@ def test_caller_errors_raise() -> None:
         GroupsLayer(1, {1: "d1"}).deliver(Deliver(1, 1, 5, b"", (0, 1)))
 
 
+def test_client_multicast_is_client_request_for_a_frame() -> None:
+    """The daemon's per-message entry: the same submit, the same errors, the same tolerance
+    of bytes read after the layer closed the session."""
+    frame = MulticastFrame.from_request(
+        Multicast(service_type=ST.AGREED_MESS, groups=("g",), mess_type=7, data=b"hi"),
+        private_group_name("a", "d1"),
+    )
+    submitted = []
+    for call in ("client_request", "client_multicast"):
+        layer = layer_in(GroupsState.GOP)
+        with pytest.raises(LocalProtocolError):
+            getattr(layer, call)(5, frame)  # no such session
+        layer.client_connected(5, "a", True)
+        getattr(layer, call)(5, frame)
+        (submit,) = layer.drain_actions()
+        assert isinstance(submit, SubmitToRing) and submit.service == Service.AGREED
+        submitted.append(submit)
+        with pytest.raises(LocalProtocolError):
+            getattr(layer, call)(5, MulticastFrame(ST.JOIN_MESS, frame.frame))  # not a service
+        layer.session_backlog(5, layer.max_session_messages)  # the layer closes the session
+        layer.drain_actions()
+        getattr(layer, call)(5, frame)  # read before the close took effect: ignored
+        assert not any(isinstance(a, SubmitToRing) for a in layer.drain_actions())
+    assert submitted[0] == submitted[1]
+    item = decode_item(submitted[0].data)
+    assert isinstance(item, McastItem) and item.frame == frame.frame
+
+
 def test_requests_before_the_first_view_are_held() -> None:
     layer = GroupsLayer(1, {1: "d1"})
     layer.client_connected(5, "a", True)
