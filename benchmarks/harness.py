@@ -82,6 +82,7 @@ from benchmarks.testbed import (
     wackapy_argv,
     wackapy_conf,
 )
+from spreadpy.config import DEFAULT_PERSONAL_WINDOW, DEFAULT_WINDOW
 
 RESULTS_DIR: Final = REPO / "benchmarks" / "results"
 SIZES: Final = (100, 1000, 10000)
@@ -1309,6 +1310,11 @@ def bed_notes(plan: Plan, systems: Sequence[System]) -> list[str]:
         notes.append(
             f"clients of both {OURS} and {PEER} connect by TCP (the original's Unix socket is "
             f"/tmp/<port>, compiled in); {PEER} runs as user {plan.peer_user}, not root"
+        )
+        notes.append(
+            f"both rings run Window = {DEFAULT_WINDOW}, PersonalWindow = "
+            f"{DEFAULT_PERSONAL_WINDOW} ({OURS}'s defaults; the original's own PersonalWindow "
+            "default is 20)"
         )
     for mtu, _ in plan.beds():
         size = ring_packet_size(mtu)

@@ -63,7 +63,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from spreadpy.config import FAST_TIMEOUTS, LAN_TIMEOUTS, Timeouts
+from spreadpy.config import (
+    DEFAULT_PERSONAL_WINDOW,
+    DEFAULT_WINDOW,
+    FAST_TIMEOUTS,
+    LAN_TIMEOUTS,
+    Timeouts,
+)
 from spreadpy.daemon import query_status
 from tests import netns
 from tests.daemons import free_port
@@ -494,6 +500,9 @@ class Ring:
             # daemon started while the connections of the one before it (ours or its own, a
             # ring earlier or before a kill -9) sit in TIME_WAIT could not bind its port.
             lines.append("SocketPortReuse = ON\n")
+            # spreadpy's flow control, not the original's PersonalWindow of 20: both rings
+            # then send as much per token visit, and the figures compare the daemons alone.
+            lines.append(f"Window = {DEFAULT_WINDOW}\nPersonalWindow = {DEFAULT_PERSONAL_WINDOW}\n")
             lines.append(_timeout_lines(FAST_TIMEOUTS if self.config.fast else LAN_TIMEOUTS))
         return "".join(lines)
 

@@ -86,7 +86,7 @@ class TotemConfig:
     consensus_timeout_s: float = 0.625  # the daemon's default: GatherTimeout 1250 ms / 2
     merge_detect_s: float = 1.0
     window: int = 160
-    personal_window: int = 20
+    personal_window: int = 60
     accelerated_window: int = 0
     packet_size_max: int = 1472
     seq_gap_max: int = 1600

@@ -396,6 +396,11 @@ def test_peer_runs_unprivileged_in_a_private_tmp(tmp_path: Path) -> None:
     assert parsed.socket_port_reuse is PortReuse.ON
     assert parsed.configured_timeouts is not None
     assert "DaemonUser" not in conf and "RuntimeDir" not in conf
+    # The same flow control as spreadpy's ring, whose defaults differ from the original's.
+    with _ring(9000, testbed.RingConfig()) as ours:
+        own = parse_config(ours.config_text("h2"), "h2.conf")
+    assert (parsed.window, parsed.personal_window) == (own.window, own.personal_window)
+    assert "PersonalWindow" in conf
 
 
 def test_peer_needs_the_netns_bed(tmp_path: Path) -> None:
@@ -465,6 +470,7 @@ def test_notes_say_the_peer_keeps_its_packet_size() -> None:
     theirs = harness.System(name=harness.PEER, peer=Path("/p"), client_transport="tcp", tools=None)
     notes = harness.bed_notes(plan, [ours, theirs])
     assert any("TCP" in n for n in notes)
+    assert any("PersonalWindow = 60" in n and "default is 20" in n for n in notes)
     (mtu_note,) = [n for n in notes if n.startswith("MTU 9000")]
     assert "RingPacketSize = 8972" in mtu_note and "1472-byte" in mtu_note
     assert harness.bed_notes(_plan(), [ours]) == []

@@ -446,7 +446,7 @@ VALID: list[tuple[str, str, dict[str, Any]]] = [
             "timeout_profile": TimeoutProfile.DEFAULT,
             "debug_mask": DEFAULT_DEBUG_MASK,
             "window": 160,
-            "personal_window": 20,
+            "personal_window": 60,
             "accelerated_window": 15,
             "event_priority": Priority.INFO,
             "event_log_file": None,
@@ -519,6 +519,12 @@ VALID: list[tuple[str, str, dict[str, Any]]] = [
         "debug-flags-empty-and-bang",
         BASE + "DebugFlags = { }\nDebugFlags = { ALL ! PRINT !EXIT }\n",
         {"debug_mask": 0xFFFFFFEE},
+    ),
+    (
+        # Valid for the original (its PersonalWindow default is 20): ours, 60, must give way.
+        "small-window-alone-bounds-the-personal-default",
+        BASE + "Window = 40\n",
+        {"window": 40, "personal_window": 40},
     ),
     (
         "last-statement-wins",
@@ -720,8 +726,8 @@ ERRORS: list[tuple[str, str, list[tuple[int, int, str]]]] = [
     ),
     (
         "accelerated-window",
-        BASE + "AcceleratedRing = true\nAcceleratedWindow = 30\n",
-        [(5, 1, "AcceleratedWindow (30) is larger than PersonalWindow (20)")],
+        BASE + "AcceleratedRing = true\nAcceleratedWindow = 70\n",
+        [(5, 1, "AcceleratedWindow (70) is larger than PersonalWindow (60)")],
     ),
     (
         "reserved-word-daemon-name",
