@@ -703,20 +703,25 @@ class Daemon:
                     self._write_gathered(node, session)
                 continue  # the node may have answered a backlog report
             for action in actions:
+                kind = type(action)
+                if kind is ToClient:  # per message: tested first, without a match
+                    session = action.session
+                    client = self._clients.get(session)
+                    if client is None:
+                        continue
+                    data = action.data
+                    client.pending.append(data)
+                    client.pending_bytes += len(data)
+                    client.handed += len(data)
+                    client.message_ends.append(client.handed)
+                    waiting[session] = None
+                    if client.pending_bytes >= CLIENT_WRITE_CHUNK:
+                        self._write_gathered(node, session)
+                    continue
+                if kind is SendPacket:
+                    transport.send(action)
+                    continue
                 match action:
-                    case SendPacket():
-                        transport.send(action)
-                    case ToClient(session=session, data=data):
-                        client = self._clients.get(session)
-                        if client is None:
-                            continue
-                        client.pending.append(data)
-                        client.pending_bytes += len(data)
-                        client.handed += len(data)
-                        client.message_ends.append(client.handed)
-                        waiting[session] = None
-                        if client.pending_bytes >= CLIENT_WRITE_CHUNK:
-                            self._write_gathered(node, session)
                     case CloseClient(session=session, reason=reason):
                         if session in waiting:
                             self._write_gathered(node, session)

@@ -389,10 +389,11 @@ class Node:
             moved = False
             for action in proc.drain_actions():
                 moved = True
+                if type(action) is Deliver:  # per message: tested first, without a match
+                    if groups.deliver(action):
+                        proc.expect_reply()
+                    continue
                 match action:
-                    case Deliver():
-                        if groups.deliver(action):
-                            proc.expect_reply()
                     case ViewChange(kind=kind, view=view, members=members):
                         self.views = [*self.views[-9:], action]
                         groups.view_change(action)
@@ -402,17 +403,22 @@ class Node:
                         actions.append(action)
             for action in groups.drain_actions():
                 moved = True
+                kind = type(action)
+                if kind is ToSession and type(action.message) is bytes:
+                    # A multicast's relay frame for one session: per message, so first.
+                    client = self._clients.get(action.session)
+                    if client is not None:
+                        actions.append(ToClient(action.session, client.wire.relay(action.message)))
+                    continue
+                if kind is SubmitToRing:  # per message too
+                    proc.submit(action.data, action.service, now)
+                    continue
                 match action:
-                    case SubmitToRing(data=data, service=service):
-                        proc.submit(data, service, now)
                     case ToSession(session=session, message=message):
                         client = self._clients.get(session)
                         if client is None:
                             continue
                         wire = client.wire
-                        if isinstance(message, bytes):  # a multicast's relay frame
-                            actions.append(ToClient(session, wire.relay(message)))
-                            continue
                         # A message for several sessions is one object: encode it once.
                         if message is last_message and wire.endian is last_endian:
                             data = wire.send(message, last_bytes)

@@ -46,6 +46,7 @@ clients, more tolerant only of TCP segmentation):
 
 from __future__ import annotations
 
+import functools
 import random
 import struct
 from collections.abc import Sequence
@@ -383,17 +384,24 @@ def _name_from(buf: bytes | memoryview, offset: int, what: str, code: int) -> st
     return field[:end].decode("latin-1")
 
 
-def _names_at(frame: bytes, pos: int, count: int) -> list[str] | None:
-    """The names in `count` 32-byte fields from `pos`, or None if one has no NUL (the
-    per-message paths; each reports that its own way)."""
+def _names_at(frame: bytes, pos: int, count: int) -> tuple[str, ...] | None:
+    """The names in `count` 32-byte fields from `pos`, or None if one has no NUL or the frame
+    ends first (the per-message paths; each reports that its own way)."""
+    return _names_in(bytes(frame[pos : pos + MAX_GROUP_NAME * count]), count)
+
+
+# A flood names the same groups in every message: decode each distinct block of fields once.
+@functools.lru_cache(maxsize=1024)
+def _names_in(fields: bytes, count: int) -> tuple[str, ...] | None:
+    if len(fields) != MAX_GROUP_NAME * count:
+        return None
     names = []
-    for _ in range(count):
-        end = frame.find(b"\0", pos, pos + MAX_GROUP_NAME)
+    for pos in range(0, len(fields), MAX_GROUP_NAME):
+        end = fields.find(b"\0", pos, pos + MAX_GROUP_NAME)
         if end < 0:
             return None
-        names.append(frame[pos:end].decode("latin-1"))
-        pos += MAX_GROUP_NAME
-    return names
+        names.append(fields[pos:end].decode("latin-1"))
+    return tuple(names)
 
 
 def _names_from(
@@ -1052,7 +1060,7 @@ def name_field(name: str) -> bytes:
     return _name_field(name, "name")
 
 
-def relay_frame_targets(frame: bytes, offset: int = 0) -> tuple[int, list[str]]:
+def relay_frame_targets(frame: bytes, offset: int = 0) -> tuple[int, tuple[str, ...]]:
     """(service type, target group names) of the relay frame at `offset` of `frame`.
 
     The frame must end where `frame` ends. Raises ValueError when it is not a well-formed relay
@@ -1303,7 +1311,7 @@ def regular_message_from_frame(frame: bytes) -> RegularMessage | None:
     return RegularMessage(
         service_type=_LOW_TYPES[service_type],
         sender=frame[4:sender_end].decode("latin-1"),
-        groups=tuple(groups),
+        groups=groups,
         mess_type=_mess_type_of(hint),
         data=frame[pos : pos + data_len],
         endian=Endian.LITTLE if hint_le else Endian.BIG,

@@ -1423,7 +1423,25 @@ def test_relayed_frame_is_the_delivery_and_cleans_the_sender_field() -> None:
     assert isinstance(event, MulticastFrame)
     assert event.frame == encode_request(request, sender=ALICE)
     assert event.message() == RegularMessage.from_multicast(request, ALICE)
-    assert relay_frame_targets(event.frame) == (int(ST.FIFO_MESS), ["g", "h"])
+    assert relay_frame_targets(event.frame) == (int(ST.FIFO_MESS), ("g", "h"))
+
+
+def test_group_names_are_read_per_frame_whatever_was_read_before() -> None:
+    """The group fields' decoding is remembered per distinct block of fields: a frame must get
+    its own names, and a bad field must fail even right after a good one."""
+
+    def frame(*groups: str) -> bytes:
+        return encode_request(Multicast(service_type=ST.AGREED_MESS, groups=groups), sender=ALICE)
+
+    for _ in range(2):  # the second round reads every block from the cache
+        assert relay_frame_targets(frame("g")) == (int(ST.AGREED_MESS), ("g",))
+        assert relay_frame_targets(frame("h")) == (int(ST.AGREED_MESS), ("h",))
+        assert relay_frame_targets(frame("g", "h"))[1] == ("g", "h")
+        assert relay_frame_targets(frame("h", "g"))[1] == ("h", "g")
+        bad = bytearray(frame("g", "h"))
+        bad[80:112] = b"h" * 32  # the second field loses its NUL
+        with pytest.raises(ValueError, match="NUL"):
+            relay_frame_targets(bytes(bad))
 
 
 def test_group_field_without_nul_is_illegal_group() -> None:
