@@ -468,6 +468,11 @@ class GroupsState(Enum):
     GGT = "gather-trans"
 
 
+# Where client requests go to the ring at once (else they wait for the next view). A tuple:
+# `in` on it compares identities, where a set would hash the enum in Python every time.
+_CAN_SEND: Final = (GroupsState.GOP, GroupsState.GTRANS)
+
+
 @dataclass(slots=True)
 class GroupsCounters:
     delivered_messages: int = 0  # ToSession copies of data messages
@@ -1194,13 +1199,13 @@ class GroupsLayer:
     # ------------------------------------------------------------------------- ring output
 
     def _submit(self, data: bytes, service: int) -> None:
-        if self._can_send() and not self._resubmit and not self._held:
-            self._emit_submit(data, service)
+        if self._state in _CAN_SEND and not self._resubmit and not self._held:
+            self._actions.append(SubmitToRing(data, int(service)))
         else:
             self._held.append((data, service))
 
     def _can_send(self) -> bool:
-        return self._state in (GroupsState.GOP, GroupsState.GTRANS)
+        return self._state in _CAN_SEND
 
     def _flush(self) -> None:
         if not self._can_send():

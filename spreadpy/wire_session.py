@@ -322,8 +322,9 @@ class _ReceiveBuffer:
         return bytes(self._data[self._start : self._start + size])
 
     def take(self, size: int) -> bytes:
-        out = self.peek(size)
-        self._start += len(out)
+        start = self._start
+        out = bytes(self._data[start : start + size])
+        self._start = start + len(out)
         if self._start > 65536 and 2 * self._start > len(self._data):
             del self._data[: self._start]
             self._start = 0
@@ -425,7 +426,7 @@ class ServerSession:
                 self._machine.fire(ServerInput.EOF)
                 self._buf.clear()
                 return ConnectionClosed()
-            if isinstance(result, Sentinel) and len(self._buf) > self._max_buffered:
+            if type(result) is Sentinel and len(self._buf) > self._max_buffered:
                 raise WireError(
                     SpError.ILLEGAL_MESSAGE, f"{len(self._buf)} bytes buffered without a unit"
                 )
@@ -443,6 +444,8 @@ class ServerSession:
         self._buf.clear()
 
     def _parse(self, state: ServerState) -> ServerEvent | Sentinel:
+        if state is ServerState.ESTABLISHED:  # every request after the handshake
+            return self._parse_request()
         match state:
             case ServerState.AWAIT_CONNECT:
                 parsed = parse_connect_request(self._buf.peek(_CONNECT_REQUEST_MAX))
@@ -464,8 +467,6 @@ class ServerSession:
                         raise WireError(SpError.REJECT_AUTH, f"auth method {method!r} not allowed")
                 self._machine.fire(ServerInput.AUTH_CHOICE)
                 return Authenticated(choice.methods)
-            case ServerState.ESTABLISHED:
-                return self._parse_request()
         return PAUSED
 
     def _parse_request(self) -> ServerEvent | Sentinel:
