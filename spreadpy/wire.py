@@ -387,11 +387,17 @@ def _name_from(buf: bytes | memoryview, offset: int, what: str, code: int) -> st
 def _names_at(frame: bytes, pos: int, count: int) -> tuple[str, ...] | None:
     """The names in `count` 32-byte fields from `pos`, or None if one has no NUL or the frame
     ends first (the per-message paths; each reports that its own way)."""
-    return _names_in(bytes(frame[pos : pos + MAX_GROUP_NAME * count]), count)
+    fields = bytes(frame[pos : pos + MAX_GROUP_NAME * count])
+    return _remembered_names_in(fields, count) if count <= 4 else _names_in(fields, count)
 
 
-# A flood names the same groups in every message: decode each distinct block of fields once.
+# A flood names the same groups in every message: decode each distinct block of a few fields
+# once (at most 1024 blocks of 128 bytes are kept).
 @functools.lru_cache(maxsize=1024)
+def _remembered_names_in(fields: bytes, count: int) -> tuple[str, ...] | None:
+    return _names_in(fields, count)
+
+
 def _names_in(fields: bytes, count: int) -> tuple[str, ...] | None:
     if len(fields) != MAX_GROUP_NAME * count:
         return None

@@ -1438,6 +1438,7 @@ def test_group_names_are_read_per_frame_whatever_was_read_before() -> None:
         assert relay_frame_targets(frame("h")) == (int(ST.AGREED_MESS), ("h",))
         assert relay_frame_targets(frame("g", "h"))[1] == ("g", "h")
         assert relay_frame_targets(frame("h", "g"))[1] == ("h", "g")
+        assert relay_frame_targets(frame(*"abcdef"))[1] == tuple("abcdef")  # not remembered
         bad = bytearray(frame("g", "h"))
         bad[80:112] = b"h" * 32  # the second field loses its NUL
         with pytest.raises(ValueError, match="NUL"):
