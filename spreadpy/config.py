@@ -62,7 +62,7 @@ MAX_UNIX_SOCKET_PATH_BYTES: Final = 107  # sun_path is 108 bytes with the NUL
 DEFAULT_WINDOW: Final = 160
 # The original's is 20. A lone sender's visit may carry 60 packets here: per-visit costs (the
 # token, the wake-ups, a client write per visit) are then shared by three times as many
-# messages (1 KB floods +30 to +60% on the bench), and Window still bounds the whole round.
+# messages (on the bench, 1 KB floods +35% and 10 KB +60%), and Window still bounds the round.
 DEFAULT_PERSONAL_WINDOW: Final = 60
 DEFAULT_ACCELERATED_WINDOW: Final = 15
 DEFAULT_MAX_SESSION_MESSAGES: Final = 1000

@@ -286,7 +286,7 @@ class _Machine(Generic[_State, _Input]):
             raise LocalProtocolError(f"{inp.name} is not allowed in state {self.state.name}")
 
     def fire(self, inp: _Input) -> _State:
-        # One lookup: a client's every request fires once, and enum hashing is not free.
+        # One lookup, not two: enum hashing runs in Python (every join and leave fires).
         state = self._table.get((self.state, inp))
         if state is None:
             raise LocalProtocolError(f"{inp.name} is not allowed in state {self.state.name}")
