@@ -177,6 +177,7 @@ class RingTransport:
         self._my_ip = str(me.address)
         self.data_sock, self.token_sock = self._open_sockets()
         self._data_out: list[bytes] = []  # broadcast data packets waiting for flush()
+        self.ring_busy = False  # the daemon's word: read a waiting token with the data
         self.gso = sys.platform == "linux"
         self.gro = self.gso and self._enable_gro()
         # Where each data packet goes: in unicast mode every other daemon; else the segment's
@@ -253,9 +254,12 @@ class RingTransport:
             sock.close()
 
     def _readable(self, token_ready: bool) -> None:
-        # Data first, always: a token must not overtake the data sent before it (P1).
+        # Data first, always: a token must not overtake the data sent before it (P1). On a
+        # busy ring, then any token already there, whichever socket woke us: its visit goes
+        # out before this batch's deliveries are made (the daemon defers them to the batch's
+        # end), so the next daemon works while this one delivers.
         self._drain(self.data_sock, self._my_ip)
-        if token_ready:
+        if token_ready or self.ring_busy:
             self._drain(self.token_sock, None)
         self._on_batch_end()
 
@@ -602,9 +606,10 @@ class Daemon:
     def _on_packet(self, data: bytes) -> None:
         node = self.node
         assert node is not None
-        node.receive_packet(data, self.loop.time())
+        node.receive_packet(data, self.loop.time(), defer_delivery=True)
         # Packets out at once (the token goes on without waiting for the rest of the batch);
-        # client messages at the end of the batch (_flush), or per CLIENT_WRITE_CHUNK.
+        # deliveries at the end of the batch (_flush), and client messages then too, or per
+        # CLIENT_WRITE_CHUNK.
         if not self._flushing:
             self._flushing = True
             try:
@@ -667,9 +672,12 @@ class Daemon:
         node = self.node
         if node is None or self._flushing:
             return
+        node.process_deferred(self.loop.time())  # what this batch's packets delivered
         self._flushing = True
         try:
             self._write_out(node, final=True)
+            if self.transport is not None:
+                self.transport.ring_busy = node.processor.ring_busy
             self._apply_backpressure(node)
             # Re-arm only for an earlier deadline. Token visits push the ring's deadlines later
             # thousands of times a second; a timer armed for an earlier one just fires early,

@@ -351,6 +351,12 @@ class Processor:
                 self._send(None, Channel.DATA, pk.encode_probe(probe))
         return msg_no
 
+    @property
+    def ring_busy(self) -> bool:
+        """Messages or retransmission requests were waiting somewhere when the token last
+        left us (the token's backlog): a flood, not an exchange of single messages."""
+        return not self._ring_was_idle
+
     def expect_reply(self) -> None:
         """A local client was just handed another member's message and may answer at once.
 

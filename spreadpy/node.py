@@ -9,6 +9,12 @@ what must leave the process.
 
 Inputs, each with the time passed in:
   receive_packet(data, now)         a ring datagram (already authenticated by the adapter)
+  receive_packet(data, now, defer_delivery=True), then process_deferred(now) at the end of a
+                                    batch of reads: on a busy ring, the packets the datagram
+                                    causes (a token forwarded) come out at once, and the
+                                    deliveries and views wait, in order, until then. The data
+                                    read with a token no longer holds it back. Any other input
+                                    first does what waits.
   client_opened(session, now)       a new TCP or Unix connection
   client_data(session, data, now)   bytes from a client; b"" when it closed its side
   client_lost(session, now)         the transport failed or we closed it
@@ -31,6 +37,7 @@ from .config import HostEntry, SpreadConfig
 from .errors import LocalProtocolError, WireError
 from .groups import CloseSession, GroupsLayer, SubmitToRing, ToSession
 from .membership import (
+    Action,
     Deliver,
     PersistRingSeq,
     Processor,
@@ -158,6 +165,8 @@ class Node:
         self.log = logger or log
         self.counters = NodeCounters()
         self._actions: list[NodeAction] = []
+        # The ring's deliveries and views held back by defer_delivery, in order.
+        self._deferred: list[Deliver | ViewChange] = []
         self._clients: dict[int, _Client] = {}
         self._names: dict[str, int] = {}  # private name -> session, from assign_name on
         self.views: list[ViewChange] = []  # the last few, for status
@@ -202,9 +211,24 @@ class Node:
                 deadline = client.handshake_until
         return deadline
 
-    def receive_packet(self, data: bytes, now: float) -> None:
-        self.processor.receive_packet(data, now)
-        self._pump(now)
+    def receive_packet(self, data: bytes, now: float, *, defer_delivery: bool = False) -> None:
+        proc = self.processor
+        # Only a busy ring gains from deferring. On an idle one a delivery must be made before
+        # a token read in the same batch is: the delivery is what tells the ring to keep that
+        # token for the client's answer (expect_reply).
+        defer = defer_delivery and proc.ring_busy
+        proc.receive_packet(data, now)
+        self._pump(now, defer_delivery=defer)
+
+    @property
+    def waiting_deliveries(self) -> int:
+        """Deliveries and views that receive_packet(defer_delivery=True) left waiting."""
+        return len(self._deferred)
+
+    def process_deferred(self, now: float) -> None:
+        """Deliver what receive_packet(defer_delivery=True) left waiting."""
+        if self._deferred:
+            self._pump(now)
 
     def handle_timer(self, now: float) -> None:
         self.processor.handle_timer(now)
@@ -378,8 +402,9 @@ class Node:
         if reply:
             self._actions.append(ToClient(session, reply))
 
-    def _pump(self, now: float) -> None:
-        """Move actions between ring, groups and sessions until nothing is left to move."""
+    def _pump(self, now: float, *, defer_delivery: bool = False) -> None:
+        """Move actions between ring, groups and sessions until nothing is left to move (or,
+        with `defer_delivery`, pass the ring's packets on and keep the rest for later)."""
         proc, groups = self.processor, self.groups
         actions = self._actions
         last_message: object = None
@@ -387,7 +412,19 @@ class Node:
         last_bytes = b""
         while True:
             moved = False
-            for action in proc.drain_actions():
+            batch: list[Action] = proc.drain_actions()
+            if defer_delivery:
+                for action in batch:
+                    kind = type(action)
+                    if kind is Deliver or kind is ViewChange:
+                        self._deferred.append(action)
+                    elif kind is SendPacket or kind is PersistRingSeq:
+                        actions.append(action)
+                batch = []
+            elif self._deferred:
+                batch = [*self._deferred, *batch]
+                self._deferred = []
+            for action in batch:
                 moved = True
                 if type(action) is Deliver:  # per message: tested first, without a match
                     if groups.deliver(action):
