@@ -157,6 +157,7 @@ class RingTransport:
         on_packet: Callable[[bytes], None],
         on_batch_end: Callable[[], None],
         key: bytes | None,
+        ring_busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self.loop = loop
         self.me = me
@@ -164,6 +165,7 @@ class RingTransport:
         self.key = key
         self._on_packet = on_packet
         self._on_batch_end = on_batch_end
+        self._ring_busy = ring_busy  # then read a waiting token with the data
         self.bad_packets = 0
         self.foreign_packets = 0
         self.segmented_sends = 0  # sendmsg calls that the kernel cut into several datagrams
@@ -177,7 +179,6 @@ class RingTransport:
         self._my_ip = str(me.address)
         self.data_sock, self.token_sock = self._open_sockets()
         self._data_out: list[bytes] = []  # broadcast data packets waiting for flush()
-        self.ring_busy = False  # the daemon's word: read a waiting token with the data
         self.gso = sys.platform == "linux"
         self.gro = self.gso and self._enable_gro()
         # Where each data packet goes: in unicast mode every other daemon; else the segment's
@@ -259,7 +260,7 @@ class RingTransport:
         # out before this batch's deliveries are made (the daemon defers them to the batch's
         # end), so the next daemon works while this one delivers.
         self._drain(self.data_sock, self._my_ip)
-        if token_ready or self.ring_busy:
+        if token_ready or self._ring_busy():
             self._drain(self.token_sock, None)
         self._on_batch_end()
 
@@ -504,7 +505,7 @@ class Daemon:
         ring_seq = load_ring_seq(self.paths.ring_seq_file) + 1
         now = self.loop.time()
         self.transport = RingTransport(
-            self.config, self.me, self.loop, self._on_packet, self._flush, key
+            self.config, self.me, self.loop, self._on_packet, self._flush, key, self._ring_busy
         )
         try:
             await self._open_client_servers()
@@ -617,6 +618,9 @@ class Daemon:
             finally:
                 self._flushing = False
 
+    def _ring_busy(self) -> bool:
+        return self.node is not None and self.node.processor.ring_busy
+
     def client_opened(self, protocol: _ClientProtocol) -> int:
         session = self._next_session
         self._next_session += 1
@@ -676,8 +680,6 @@ class Daemon:
         self._flushing = True
         try:
             self._write_out(node, final=True)
-            if self.transport is not None:
-                self.transport.ring_busy = node.processor.ring_busy
             self._apply_backpressure(node)
             # Re-arm only for an earlier deadline. Token visits push the ring's deadlines later
             # thousands of times a second; a timer armed for an earlier one just fires early,

@@ -468,9 +468,10 @@ class GroupsState(Enum):
     GGT = "gather-trans"
 
 
-# Where client requests go to the ring at once (else they wait for the next view). A tuple:
-# `in` on it compares identities, where a set would hash the enum in Python every time.
-_CAN_SEND: Final = (GroupsState.GOP, GroupsState.GTRANS)
+# The states with a view in place: client requests go to the ring at once (else they wait for
+# the next view), and multicasts are delivered as they come. A tuple: `in` on it compares
+# identities, where a set would hash the enum in Python every time.
+_SETTLED: Final = (GroupsState.GOP, GroupsState.GTRANS)
 
 
 @dataclass(slots=True)
@@ -736,7 +737,7 @@ class GroupsLayer:
             self._warn("origin", "dropped a groups item from unknown daemon %s", d.originator)
             return False
         data = d.data
-        if data[:1] == _MCAST_KIND and self._state in (GroupsState.GOP, GroupsState.GTRANS):
+        if data[:1] == _MCAST_KIND and self._state in _SETTLED:
             # The per-message path: no item is decoded.
             return self._on_mcast(d.originator, data) and d.originator != self.me
         try:
@@ -1199,13 +1200,13 @@ class GroupsLayer:
     # ------------------------------------------------------------------------- ring output
 
     def _submit(self, data: bytes, service: int) -> None:
-        if self._state in _CAN_SEND and not self._resubmit and not self._held:
-            self._actions.append(SubmitToRing(data, int(service)))
+        if self._can_send() and not self._resubmit and not self._held:
+            self._emit_submit(data, service)
         else:
             self._held.append((data, service))
 
     def _can_send(self) -> bool:
-        return self._state in _CAN_SEND
+        return self._state in _SETTLED
 
     def _flush(self) -> None:
         if not self._can_send():

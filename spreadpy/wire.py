@@ -391,13 +391,6 @@ def _names_at(frame: bytes, pos: int, count: int) -> tuple[str, ...] | None:
     return _remembered_names_in(fields, count) if count <= 4 else _names_in(fields, count)
 
 
-# A flood names the same groups in every message: decode each distinct block of a few fields
-# once (at most 1024 blocks of 128 bytes are kept).
-@functools.lru_cache(maxsize=1024)
-def _remembered_names_in(fields: bytes, count: int) -> tuple[str, ...] | None:
-    return _names_in(fields, count)
-
-
 def _names_in(fields: bytes, count: int) -> tuple[str, ...] | None:
     if len(fields) != MAX_GROUP_NAME * count:
         return None
@@ -408,6 +401,11 @@ def _names_in(fields: bytes, count: int) -> tuple[str, ...] | None:
             return None
         names.append(fields[pos:end].decode("latin-1"))
     return tuple(names)
+
+
+# A flood names the same groups in every message: decode each distinct block of a few fields
+# once (at most 1024 blocks of 128 bytes are kept).
+_remembered_names_in = functools.lru_cache(maxsize=1024)(_names_in)
 
 
 def _names_from(

@@ -283,15 +283,18 @@ class _Machine(Generic[_State, _Input]):
 
     def require(self, inp: _Input) -> None:
         if (self.state, inp) not in self._table:
-            raise LocalProtocolError(f"{inp.name} is not allowed in state {self.state.name}")
+            raise self._refusal(inp)
 
     def fire(self, inp: _Input) -> _State:
         # One lookup, not two: enum hashing runs in Python (every join and leave fires).
         state = self._table.get((self.state, inp))
         if state is None:
-            raise LocalProtocolError(f"{inp.name} is not allowed in state {self.state.name}")
+            raise self._refusal(inp)
         self.state = state
         return state
+
+    def _refusal(self, inp: _Input) -> LocalProtocolError:
+        return LocalProtocolError(f"{inp.name} is not allowed in state {self.state.name}")
 
 
 class _ReceiveBuffer:
