@@ -45,7 +45,7 @@ from . import packets as pk
 from .config import HostEntry, IfaceType, IPAddress, SpreadConfig, is_local_address
 from .errors import MalformedPacket
 from .membership import Channel, PersistRingSeq, SendPacket
-from .node import CloseClient, Node, ToClient, ViewInstalled, totem_config
+from .node import CloseClient, Node, ToClient, ToClientFrames, ViewInstalled, totem_config
 from .sockbuf import set_session_buffers
 from .unixpath import PathInUse, claim_unix_path
 
@@ -714,7 +714,25 @@ class Daemon:
                 continue  # the node may have answered a backlog report
             for action in actions:
                 kind = type(action)
-                if kind is ToClient:  # per message: tested first, without a match
+                if kind is ToClientFrames:  # multicasts relayed from the ring: the busy path
+                    session = action.session
+                    client = self._clients.get(session)
+                    if client is None:
+                        continue
+                    frames = action.frames
+                    client.pending += frames
+                    handed = client.handed
+                    ends = client.message_ends
+                    for frame in frames:
+                        handed += len(frame)
+                        ends.append(handed)
+                    client.pending_bytes += handed - client.handed
+                    client.handed = handed
+                    waiting[session] = None
+                    if client.pending_bytes >= CLIENT_WRITE_CHUNK:
+                        self._write_gathered(node, session)
+                    continue
+                if kind is ToClient:  # one message
                     session = action.session
                     client = self._clients.get(session)
                     if client is None:

@@ -592,6 +592,15 @@ class ServerSession:
             raise LocalProtocolError(f"cannot send in state {self._machine.state.name}")
         return relay_frame_in(frame, self._endian)
 
+    def relay_frames(self, frames: list[bytes]) -> list[bytes]:
+        """`relay` for each of `frames`; the list itself when this session is little-endian."""
+        if self._machine.state is not ServerState.ESTABLISHED:
+            raise LocalProtocolError(f"cannot send in state {self._machine.state.name}")
+        endian = self._endian
+        if endian is Endian.LITTLE:
+            return frames
+        return [relay_frame_in(frame, endian) for frame in frames]
+
     def failure_reply(self) -> bytes:
         """After a WireError: the reject byte to write before closing, or b"" (§3.6, §6.3)."""
         if self._machine.state is not ServerState.ERROR:

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from spreadpy.groups import CloseSession, GroupsLayer, SubmitToRing, ToSession
+from spreadpy.groups import CloseSession, GroupsLayer, RelayFrames, SubmitToRing, ToSession
 from spreadpy.membership import Deliver, ViewChange
 from spreadpy.packets import RingId
 from spreadpy.wire import (
@@ -199,15 +199,20 @@ class Cluster:
                     case ToSession():
                         c = self.clients[a.session]
                         assert c.closed is None, f"message to closed session {c.name}"
-                        message = a.message
-                        if isinstance(message, bytes):
-                            # A relay frame: what the client's library makes of those bytes.
-                            message = decode_daemon_message(message)
-                        elif self.encode_check:
-                            encode_daemon_message(message)
-                        c.inbox.append(message)
+                        if self.encode_check:
+                            encode_daemon_message(a.message)
+                        c.inbox.append(a.message)
                         if not c.reading:
                             c.unread += 1
+                        layer.session_backlog(a.session, c.unread)
+                    case RelayFrames():
+                        c = self.clients[a.session]
+                        assert c.closed is None, f"messages to closed session {c.name}"
+                        for frame in a.frames:
+                            # What the client's library makes of a relay frame's bytes.
+                            c.inbox.append(decode_daemon_message(frame))
+                            if not c.reading:
+                                c.unread += 1
                         layer.session_backlog(a.session, c.unread)
                     case CloseSession():
                         c = self.clients[a.session]

@@ -24,6 +24,7 @@ from spreadpy.groups import (
     KillItem,
     LeaveItem,
     McastItem,
+    RelayFrames,
     StateEntry,
     StateItem,
     SubmitToRing,
@@ -38,6 +39,7 @@ from spreadpy.wire import (
     Endian,
     GroupId,
     Join,
+    Leave,
     MembershipCause,
     MembershipMessage,
     Multicast,
@@ -903,6 +905,55 @@ def test_requests_before_the_first_view_are_held() -> None:
     assert isinstance(note, ToSession) and memb(note.message).group_id == GroupId(1, 0, 1)
 
 
+def test_a_run_of_multicasts_is_one_relay_frames_per_session() -> None:
+    """The busy path batches: one RelayFrames per session for consecutive deliveries. Any
+    other action closes the open runs, so each session still gets its messages in delivery
+    order, and a drained RelayFrames never changes afterwards."""
+    layer = layer_in(GroupsState.GOP)
+    delivered = 0
+
+    def ring(submits: list[object]) -> None:  # the ring delivers what the layer submitted
+        nonlocal delivered
+        for a in submits:
+            assert isinstance(a, SubmitToRing)
+            delivered += 1
+            layer.deliver(Deliver(1, delivered, a.service, a.data, (4, 1)))
+
+    for sid, name in ((5, "a"), (6, "b")):
+        layer.client_connected(sid, name, True)
+        layer.client_request(sid, Join("g"))
+    ring(layer.drain_actions())
+    layer.drain_actions()  # the join notices
+    frames = [
+        MulticastFrame.from_request(
+            Multicast(service_type=ST.AGREED_MESS, groups=("g",), mess_type=0, data=b"m%d" % i),
+            private_group_name("a", "d1"),
+        )
+        for i in range(5)
+    ]
+    for f in frames[:2]:
+        layer.client_request(5, f)
+    layer.client_request(6, Leave("g"))
+    for f in frames[2:4]:
+        layer.client_request(5, f)
+    ring(layer.drain_actions())  # m0, m1, b's leave, m2, m3: delivered in one batch
+    out = layer.drain_actions()
+    m = [f.frame for f in frames]
+    assert [(type(a).__name__, a.session) for a in out] == [
+        ("RelayFrames", 5),
+        ("RelayFrames", 6),
+        ("ToSession", 6),
+        ("ToSession", 5),
+        ("RelayFrames", 5),
+    ]
+    assert [a.frames for a in out if isinstance(a, RelayFrames)] == [m[:2], m[:2], m[2:4]]
+    assert isinstance(out[2].message, SelfLeave) and memb(out[3].message).group == "g"
+    layer.client_request(5, frames[4])
+    ring(layer.drain_actions())
+    (last,) = layer.drain_actions()
+    assert last == RelayFrames(5, [m[4]]) and out[4].frames == m[2:4]
+
+
 def test_ring_service_mapping() -> None:
     assert ring_service(ST.SAFE_MESS | ST.SELF_DISCARD) is Service.SAFE
     for bad in (0, ST.AGREED_MESS | ST.SAFE_MESS, ST.JOIN_MESS, ST.SELF_DISCARD):
@@ -993,7 +1044,7 @@ def test_arbitrary_ring_bytes_are_dropped(data: bytes, state: GroupsState) -> No
     except MalformedPacket:
         assert layer.counters.malformed == before + 1
     for action in layer.drain_actions():
-        assert isinstance(action, SubmitToRing | ToSession)
+        assert isinstance(action, SubmitToRing | ToSession | RelayFrames)
 
 
 @settings(max_examples=200, deadline=None)

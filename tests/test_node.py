@@ -9,7 +9,7 @@ from dataclasses import replace
 from spreadpy.client import AGREED_MESS, Accept, MailboxCore
 from spreadpy.config import parse_config
 from spreadpy.membership import FAST_TIMEOUTS, SendPacket, TotemConfig
-from spreadpy.node import Node, ToClient, totem_config
+from spreadpy.node import Node, ToClient, ToClientFrames, totem_config
 from spreadpy.wire import RegularMessage
 
 LOOPBACK = "Spread_Segment 127.0.0.255:4803 {\n n1 127.0.0.1\n n2 127.0.0.2\n}\n"
@@ -103,6 +103,8 @@ class _TwoNodes:
                     seen.append((nid, action))
                     if isinstance(action, ToClient):
                         self.to_client[nid].append(action.data)
+                    elif isinstance(action, ToClientFrames):
+                        self.to_client[nid] += action.frames
                     if not isinstance(action, SendPacket):
                         continue
                     for other, peer in self.nodes.items():
@@ -173,7 +175,7 @@ def test_any_other_input_first_delivers_what_waits() -> None:
     early = _reader_got(ring)
     n2.handle_timer(ring.now)  # an unrelated input, with nothing due
     assert n2.waiting_deliveries == 0
-    late = [a.data for a in n2.drain_actions() if isinstance(a, ToClient)]
+    late = [f for a in n2.drain_actions() if isinstance(a, ToClientFrames) for f in a.frames]
     assert len(late) >= 2  # what waited, handed over by that input
     ring.to_client[2] += late
     ring.run_for(2.0)
