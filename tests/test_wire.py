@@ -742,6 +742,12 @@ def test_pair_talks_in_any_byte_order(server_endian: Endian, client_endian: Endi
         client_endian,
         ("test", "other"),
     )
+    frames = [sent.frame, sent.frame]  # a run, as the daemon relays it: the same bytes each
+    relayed = s.relay_frames(frames)
+    assert relayed == [s.relay(sent.frame)] * 2
+    assert (relayed is frames) is (server_endian is Endian.LITTLE)  # nothing built for little
+    c.receive_data(b"".join(relayed))
+    assert [(m.data, m.endian) for m in client_events(c)] == [(b"payload", client_endian)] * 2
     s.receive_data(c.disconnect())
     assert s.next_event() == Kill() and c.state is ClientState.CLOSED
 
