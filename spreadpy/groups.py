@@ -585,6 +585,11 @@ class GroupsLayer:
         # session's messages keep their order.
         self._open_runs: dict[SessionId, list[bytes]] = {}
         self._runs_end = 0
+        # The local receivers of the last multicast's target names (relay_frame_targets hands
+        # out one tuple per distinct name block). Only consecutive multicast deliveries share
+        # it: every other input clears it first, as any of them may change who is local.
+        self._memo_targets: tuple[str, ...] | None = None
+        self._memo_receivers: list[_Session] = []
 
         self._state = GroupsState.START
         self._groups: dict[str, _Group] = {}
@@ -648,6 +653,7 @@ class GroupsLayer:
         self, session: SessionId, private_name: str, wants_membership: bool
     ) -> str:
         """Register a session; returns its private group `#name#daemon`."""
+        self._memo_targets = None
         if session in self._sessions or session in self._closed_by_us:
             raise LocalProtocolError(f"session {session} is already known")
         if not valid_private_name(private_name):
@@ -668,6 +674,7 @@ class GroupsLayer:
     def client_request(
         self, session: SessionId, request: MulticastFrame | Multicast | Join | Leave | Kill
     ) -> None:
+        self._memo_targets = None
         s = self._sessions.get(session)
         if s is None:
             if session in self._closed_by_us:
@@ -712,6 +719,7 @@ class GroupsLayer:
 
     def client_disconnected(self, session: SessionId) -> None:
         """The client sent KILL or its connection ended. Others will see a disconnect."""
+        self._memo_targets = None
         if session in self._closed_by_us:
             self._closed_by_us.discard(session)
             return
@@ -726,6 +734,7 @@ class GroupsLayer:
         At MaxSessionMessages the session is dropped (Sess_write: "killing mbox for not
         reading"); others see it disconnect.
         """
+        self._memo_targets = None
         s = self._sessions.get(session)
         if s is None or unwritten < self.max_session_messages:
             return
@@ -754,6 +763,7 @@ class GroupsLayer:
         if data[:1] == _MCAST_KIND and self._state in _SETTLED:
             # The per-message path: no item is decoded.
             return self._on_mcast(d.originator, data) and d.originator != self.me
+        self._memo_targets = None
         try:
             item = decode_item(data)
         except MalformedPacket as exc:
@@ -782,6 +792,7 @@ class GroupsLayer:
 
     def view_change(self, vc: ViewChange) -> None:
         """A daemon view from the ring: "reg" (RingId) or "trans" ((old, new) RingIds)."""
+        self._memo_targets = None
         handler = _VIEW_HANDLERS.get((self._state, vc.kind))
         if handler is None:
             raise LocalProtocolError(f"{vc.kind!r} view {vc.view} in state {self._state.name}")
@@ -992,6 +1003,34 @@ class GroupsLayer:
             self.counters.malformed += 1
             self._warn("malformed", "dropped a malformed multicast from %s: %s", origin, exc)
             return False
+        if targets is self._memo_targets:
+            receivers = self._memo_receivers
+        else:
+            receivers = self._receivers_of(targets)
+            self._memo_targets, self._memo_receivers = targets, receivers
+        if origin == self.me and service_type & _SELF_DISCARD:
+            _, ref = _REF_HDR.unpack_from(data)
+            receivers = [s for s in receivers if s.ref != ref]
+        if not receivers:
+            self.counters.dropped_no_receiver += 1
+            return False
+        frame = data[_REF_HDR.size :]
+        actions = self._actions
+        runs = self._open_runs
+        if len(actions) != self._runs_end:
+            runs.clear()
+        self.counters.delivered_messages += len(receivers)
+        for s in receivers:
+            run = runs.get(s.sid)
+            if run is None:
+                run = runs[s.sid] = []
+                actions.append(RelayFrames(s.sid, run))
+            run.append(frame)
+        self._runs_end = len(actions)
+        return True
+
+    def _receivers_of(self, targets: tuple[str, ...]) -> list[_Session]:
+        """The local sessions that a multicast to `targets` reaches, each once."""
         receivers: dict[SessionId, _Session] = {}
         sessions = self._sessions
         for target in targets:
@@ -1007,27 +1046,7 @@ class GroupsLayer:
                 s = sessions.get(sid)
                 if s is not None:
                     receivers[sid] = s
-        if origin == self.me and service_type & _SELF_DISCARD:
-            _, ref = _REF_HDR.unpack_from(data)
-            receivers = {sid: s for sid, s in receivers.items() if s.ref != ref}
-        if not receivers:
-            self.counters.dropped_no_receiver += 1
-            return False
-        frame = data[_REF_HDR.size :]
-        actions = self._actions
-        runs = self._open_runs
-        if len(actions) != self._runs_end:
-            runs.clear()
-        for s in receivers.values():
-            if s.sid in sessions:
-                self.counters.delivered_messages += 1
-                run = runs.get(s.sid)
-                if run is None:
-                    run = runs[s.sid] = []
-                    actions.append(RelayFrames(s.sid, run))
-                run.append(frame)
-        self._runs_end = len(actions)
-        return True
+        return list(receivers.values())
 
     def _on_join(self, origin: int, origin_name: str, item: JoinItem) -> None:
         member = private_group_name(item.sender, origin_name)

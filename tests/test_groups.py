@@ -39,6 +39,7 @@ from spreadpy.wire import (
     Endian,
     GroupId,
     Join,
+    Kill,
     Leave,
     MembershipCause,
     MembershipMessage,
@@ -952,6 +953,65 @@ def test_a_run_of_multicasts_is_one_relay_frames_per_session() -> None:
     ring(layer.drain_actions())
     (last,) = layer.drain_actions()
     assert last == RelayFrames(5, [m[4]]) and out[4].frames == m[2:4]
+
+
+def test_who_receives_follows_every_change_between_multicasts() -> None:
+    """Consecutive multicasts to the same names share one lookup of their receivers. A join,
+    a leave, a new session, a kill, a disconnect or a session dropped for not reading, in
+    between, must each show in who gets the next one."""
+    layer = layer_in(GroupsState.GOP)
+    delivered = 0
+    item = encode_item(  # from a client of daemon 2, to the group g and a private group here
+        McastItem(
+            1,
+            MulticastFrame.from_request(
+                Multicast(service_type=ST.AGREED_MESS, groups=("g", "#c#d1"), data=b"m"),
+                private_group_name("z", "d2"),
+            ).frame,
+        )
+    )
+
+    def deliver(origin: int, data: bytes) -> list[int]:
+        """The sessions a delivery's multicasts reached, in order."""
+        nonlocal delivered
+        delivered += 1
+        layer.deliver(Deliver(origin, delivered, Service.AGREED, data, (4, 1)))
+        reached = []
+        for a in layer.drain_actions():
+            if isinstance(a, RelayFrames):
+                reached += [a.session] * len(a.frames)
+        return reached
+
+    def request(session: int, request: Join | Leave) -> None:
+        """`request`'s item reaches the ring behind another daemon's multicast."""
+        layer.client_request(session, request)
+        (submit,) = layer.drain_actions()
+        assert isinstance(submit, SubmitToRing)
+        reached = multicast()  # the receivers as they were
+        assert deliver(1, submit.data) == []
+        assert multicast() != reached  # ... are not the receivers now
+
+    def multicast() -> list[int]:
+        return deliver(2, item)
+
+    for sid, name in ((5, "a"), (6, "b"), (8, "d")):
+        layer.client_connected(sid, name, sid != 6)  # b asks for no membership messages
+    request(5, Join("g"))
+    assert multicast() == [5]
+    request(6, Join("g"))  # with no message for anyone here
+    assert multicast() == [5, 6]
+    request(5, Leave("g"))
+    assert multicast() == [6]
+    layer.session_backlog(6, layer.max_session_messages)  # dropped for not reading
+    assert multicast() == []
+    layer.client_connected(7, "c", True)  # the private group #c#d1 now exists
+    assert multicast() == [7]
+    layer.client_request(7, Kill())
+    assert multicast() == []
+    request(8, Join("g"))
+    assert multicast() == [8]
+    layer.client_disconnected(8)
+    assert multicast() == []
 
 
 def test_ring_service_mapping() -> None:
