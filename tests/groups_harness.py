@@ -6,9 +6,9 @@ orders them, round-robin over the members of the ring, and delivers each to ever
 that order. `reconfigure()` installs new rings as membership.Processor does: for each member a
 transitional view (the members that came from its old ring), then whatever of the old ring was
 ordered but not yet delivered (`hold()` keeps `run()` from delivering), then the regular view.
-Clients record every ToSession message; each is also encoded with the wire codec, so anything
-the layer hands a session must be writable (a multicast's relay frame is recorded as the client
-library decodes it).
+Clients record every ToSession message, each also encoded with the wire codec, so anything the
+layer hands a session must be writable; and every frame of a RelayFrames, as the client library
+decodes it.
 """
 
 from __future__ import annotations
