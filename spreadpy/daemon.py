@@ -36,7 +36,7 @@ import struct
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
@@ -715,36 +715,10 @@ class Daemon:
             for action in actions:
                 kind = type(action)
                 if kind is ToClientFrames:  # multicasts relayed from the ring: the busy path
-                    session = action.session
-                    client = self._clients.get(session)
-                    if client is None:
-                        continue
-                    frames = action.frames
-                    client.pending += frames
-                    handed = client.handed
-                    ends = client.message_ends
-                    for frame in frames:
-                        handed += len(frame)
-                        ends.append(handed)
-                    client.pending_bytes += handed - client.handed
-                    client.handed = handed
-                    waiting[session] = None
-                    if client.pending_bytes >= CLIENT_WRITE_CHUNK:
-                        self._write_gathered(node, session)
+                    self._gather(node, action.session, action.frames)
                     continue
-                if kind is ToClient:  # one message
-                    session = action.session
-                    client = self._clients.get(session)
-                    if client is None:
-                        continue
-                    data = action.data
-                    client.pending.append(data)
-                    client.pending_bytes += len(data)
-                    client.handed += len(data)
-                    client.message_ends.append(client.handed)
-                    waiting[session] = None
-                    if client.pending_bytes >= CLIENT_WRITE_CHUNK:
-                        self._write_gathered(node, session)
+                if kind is ToClient:
+                    self._gather(node, action.session, (action.data,))
                     continue
                 if kind is SendPacket:
                     transport.send(action)
@@ -764,6 +738,23 @@ class Daemon:
                                 "cannot save ring seq to %s: %s", self.paths.ring_seq_file, exc
                             )
             transport.flush()
+
+    def _gather(self, node: Node, session: int, messages: Sequence[bytes]) -> None:
+        """Queue whole messages for a client; write once CLIENT_WRITE_CHUNK bytes wait."""
+        client = self._clients.get(session)
+        if client is None:
+            return
+        client.pending += messages
+        handed = client.handed
+        ends = client.message_ends
+        for message in messages:  # each counts against MaxSessionMessages until written
+            handed += len(message)
+            ends.append(handed)
+        client.pending_bytes += handed - client.handed
+        client.handed = handed
+        self._clients_waiting[session] = None
+        if client.pending_bytes >= CLIENT_WRITE_CHUNK:
+            self._write_gathered(node, session)
 
     def _write_gathered(self, node: Node, session: int) -> None:
         """Write what was gathered for this client; report what the kernel did not take."""

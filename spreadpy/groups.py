@@ -484,7 +484,7 @@ _SETTLED: Final = (GroupsState.GOP, GroupsState.GTRANS)
 
 @dataclass(slots=True)
 class GroupsCounters:
-    delivered_messages: int = 0  # ToSession copies of data messages
+    delivered_messages: int = 0  # relay frames handed to sessions (one per receiver)
     dropped_no_receiver: int = 0  # multicasts with no local receiver (not an error)
     malformed: int = 0
     unknown_origin: int = 0

@@ -583,17 +583,13 @@ class ServerSession:
         return data
 
     def relay(self, frame: bytes) -> bytes:
-        """A relayed multicast's frame (wire.MulticastFrame.frame) as this session receives it.
-
-        The per-delivery path of the daemon: nothing is decoded or built when the daemon's
-        order is little-endian, as it is on every machine we run on.
-        """
-        if self._machine.state is not ServerState.ESTABLISHED:
-            raise LocalProtocolError(f"cannot send in state {self._machine.state.name}")
-        return relay_frame_in(frame, self._endian)
+        """A relayed multicast's frame (wire.MulticastFrame.frame) as this session receives it."""
+        return self.relay_frames([frame])[0]
 
     def relay_frames(self, frames: list[bytes]) -> list[bytes]:
-        """`relay` for each of `frames`; the list itself when this session is little-endian."""
+        """`relay` for each of `frames`, in order: the daemon's per-delivery path. Nothing is
+        decoded or built when the session is little-endian, as every machine we run on is:
+        then the list itself comes back."""
         if self._machine.state is not ServerState.ESTABLISHED:
             raise LocalProtocolError(f"cannot send in state {self._machine.state.name}")
         endian = self._endian
